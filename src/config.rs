@@ -1,0 +1,262 @@
+//! `cluster.toml`: the one file that describes a cluster.
+//!
+//! Every peer reads the same file and picks its own entry with `--id`. The
+//! file is the bootstrap source for membership: on the very first start the
+//! voters form the cluster from it; after that the replicated membership is the
+//! truth and the file only supplies addresses and local settings. Unknown keys
+//! are rejected so that a typo never silently falls back to a default.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Errors found while reading or validating a cluster file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid cluster file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid cluster file: {0}")]
+    Invalid(String),
+    #[error("peer id {0} is not listed in the cluster file")]
+    UnknownPeer(u64),
+}
+
+/// The whole cluster file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Human name of the cluster, shown by `nodes` and the dashboard.
+    #[serde(default = "default_cluster_name")]
+    pub cluster_name: String,
+    /// Shared secret for Raft RPCs and write requests (`Authorization: Bearer`).
+    /// Empty means "no authentication" and is only sensible on a laptop.
+    #[serde(default)]
+    pub token: String,
+    /// A submit whose dedup key matches a job that is active, or that ended
+    /// less than this long ago, returns the existing job instead of a new one.
+    #[serde(default = "default_dedup_window", with = "humantime_serde")]
+    pub dedup_window: Duration,
+    /// How long finished jobs stay in the replicated history. Must be at least
+    /// `dedup_window`, because the dedup index is derived from the history.
+    #[serde(default = "default_history_retention", with = "humantime_serde")]
+    pub history_retention: Duration,
+    /// Most jobs that may wait in the queue; beyond it submits get `queue_full`.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: u64,
+    /// How often the leader proposes a `Gc` entry that enforces retention.
+    #[serde(default = "default_gc_interval", with = "humantime_serde")]
+    pub gc_interval: Duration,
+    /// How long a write may wait for a leader/quorum before it gets 503.
+    #[serde(default = "default_write_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Raft timing; defaults are tuned for a loaded 2-core machine with fsyncs.
+    #[serde(default)]
+    pub raft: RaftTiming,
+    /// The peers. Ids are unique and non-zero.
+    #[serde(rename = "peer", default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// Raft timing knobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftTiming {
+    /// Leader heartbeat period in milliseconds.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomised election timeout, milliseconds.
+    #[serde(default = "default_election_min_ms")]
+    pub election_min_ms: u64,
+    /// Upper bound of the randomised election timeout, milliseconds.
+    #[serde(default = "default_election_max_ms")]
+    pub election_max_ms: u64,
+    /// Take a snapshot (and allow log purge) after this many applied entries.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_ms: default_heartbeat_ms(),
+            election_min_ms: default_election_min_ms(),
+            election_max_ms: default_election_max_ms(),
+            snapshot_every: default_snapshot_every(),
+        }
+    }
+}
+
+/// One peer of the cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Unique, non-zero peer id.
+    pub id: u64,
+    /// `host:port` this peer listens on for clients, peers and the dashboard.
+    pub address: String,
+    /// Directory for this peer's sled database and logs. Relative paths are
+    /// resolved against the directory holding the cluster file.
+    pub data_dir: PathBuf,
+    /// Whether this peer is a Raft voter. Non-voters join as learners: they
+    /// replicate, serve reads, forward writes and (later) run jobs.
+    #[serde(default = "default_true")]
+    pub voter: bool,
+}
+
+fn default_cluster_name() -> String {
+    "sgnode".to_string()
+}
+fn default_dedup_window() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_history_retention() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn default_max_queued() -> u64 {
+    1_000_000
+}
+fn default_gc_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_write_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_heartbeat_ms() -> u64 {
+    100
+}
+fn default_election_min_ms() -> u64 {
+    600
+}
+fn default_election_max_ms() -> u64 {
+    1000
+}
+fn default_snapshot_every() -> u64 {
+    20_000
+}
+fn default_true() -> bool {
+    true
+}
+
+impl ClusterConfig {
+    /// Reads and validates a cluster file; relative data dirs are resolved
+    /// against the file's directory.
+    ///
+    /// # Errors
+    /// I/O errors, TOML errors (including unknown keys, naming the key), and
+    /// semantic errors such as duplicate ids or no voters.
+    pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut config = ClusterConfig::parse(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for peer in &mut config.peers {
+            if peer.data_dir.is_relative() {
+                peer.data_dir = base.join(&peer.data_dir);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates cluster-file text.
+    ///
+    /// # Errors
+    /// See [`ClusterConfig::load`].
+    pub fn parse(text: &str) -> Result<ClusterConfig, ConfigError> {
+        let config: ClusterConfig = toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.peers.is_empty() {
+            return Err(ConfigError::Invalid("at least one [[peer]] is required".into()));
+        }
+        let mut ids = BTreeSet::new();
+        for peer in &self.peers {
+            if peer.id == 0 {
+                return Err(ConfigError::Invalid("peer id 0 is reserved; ids start at 1".into()));
+            }
+            if !ids.insert(peer.id) {
+                return Err(ConfigError::Invalid(format!("peer id {} is listed twice", peer.id)));
+            }
+            if peer.address.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "peer {}: address {:?} is not host:port with a numeric IP",
+                    peer.id, peer.address
+                )));
+            }
+        }
+        if !self.peers.iter().any(|p| p.voter) {
+            return Err(ConfigError::Invalid("at least one peer must have voter = true".into()));
+        }
+        if self.history_retention < self.dedup_window {
+            return Err(ConfigError::Invalid(format!(
+                "history_retention ({}) must be at least dedup_window ({})",
+                humantime::format_duration(self.history_retention),
+                humantime::format_duration(self.dedup_window)
+            )));
+        }
+        if self.max_queued == 0 {
+            return Err(ConfigError::Invalid("max_queued must be at least 1".into()));
+        }
+        let t = &self.raft;
+        if t.heartbeat_ms == 0 || t.election_min_ms <= t.heartbeat_ms || t.election_max_ms <= t.election_min_ms {
+            return Err(ConfigError::Invalid(
+                "raft timing must satisfy 0 < heartbeat_ms < election_min_ms < election_max_ms".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The entry for peer `id`.
+    ///
+    /// # Errors
+    /// [`ConfigError::UnknownPeer`] when `id` is not in the file.
+    pub fn peer(&self, id: u64) -> Result<&PeerConfig, ConfigError> {
+        self.peers.iter().find(|p| p.id == id).ok_or(ConfigError::UnknownPeer(id))
+    }
+
+    /// Base URL of a peer's HTTP port.
+    pub fn peer_url(peer: &PeerConfig) -> String {
+        format!("http://{}", peer.address)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_cluster_file_parses() {
+        let text = include_str!("../cluster.toml");
+        let config = ClusterConfig::parse(text).expect("sample cluster.toml must parse");
+        assert_eq!(config.peers.len(), 3);
+        assert!(config.peers.iter().all(|p| p.voter));
+        assert_eq!(config.dedup_window, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let text = "cluster_name = \"x\"\nmax_queud = 5\n[[peer]]\nid = 1\naddress = \"127.0.0.1:1\"\ndata_dir = \"d\"\n";
+        let err = ClusterConfig::parse(text).unwrap_err().to_string();
+        assert!(err.contains("max_queud"), "{err}");
+        let text = "[[peer]]\nid = 1\naddress = \"127.0.0.1:1\"\ndata_dir = \"d\"\nvotes = true\n";
+        let err = ClusterConfig::parse(text).unwrap_err().to_string();
+        assert!(err.contains("votes"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_are_specific() {
+        let dup = "[[peer]]\nid = 1\naddress = \"127.0.0.1:1\"\ndata_dir = \"a\"\n[[peer]]\nid = 1\naddress = \"127.0.0.1:2\"\ndata_dir = \"b\"\n";
+        assert!(ClusterConfig::parse(dup).unwrap_err().to_string().contains("listed twice"));
+        let window = "dedup_window = \"2h\"\nhistory_retention = \"1h\"\n[[peer]]\nid = 1\naddress = \"127.0.0.1:1\"\ndata_dir = \"a\"\n";
+        assert!(ClusterConfig::parse(window).unwrap_err().to_string().contains("history_retention"));
+        let addr = "[[peer]]\nid = 1\naddress = \"localhost\"\ndata_dir = \"a\"\n";
+        assert!(ClusterConfig::parse(addr).unwrap_err().to_string().contains("address"));
+    }
+}

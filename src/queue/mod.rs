@@ -1,0 +1,307 @@
+//! The funnel: sgnode's replicated state machine, as pure deterministic code.
+//!
+//! Every replica feeds the same [`Proposal`]s (Raft log entries) through
+//! [`Funnel::apply`] and must end in byte-identical state. Hence: no I/O, no
+//! clock (time comes from the proposal, stamped by the leader), no randomness,
+//! and no iteration over hash maps where the order could reach a result. The
+//! hash maps below are lookup-only indexes.
+//!
+//! Persisted state is `meta` (settings, id counter, clock) plus the jobs; the
+//! other maps are indexes derived from the jobs and rebuilt on load, so they
+//! can never disagree with what is on disk.
+
+mod job;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+pub use job::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The small, always-persisted part of the funnel state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub settings: Settings,
+    /// Next job id to hand out; ids start at 1.
+    pub next_id: JobId,
+    /// Largest leader clock seen: time never goes backwards inside the funnel
+    /// even if a new leader's clock lags the old one's.
+    pub clock: Millis,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta { settings: Settings::default(), next_id: 1, clock: 0 }
+    }
+}
+
+/// Full serialisable image of the funnel (snapshots and digests).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunnelImage {
+    pub meta: Meta,
+    pub jobs: Vec<Job>,
+}
+
+/// Filters for history queries; all optional.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    pub name: Option<String>,
+    pub state: Option<JobState>,
+    pub dedup_key: Option<String>,
+    /// Only jobs with id < before (pagination cursor, newest first).
+    pub before: Option<JobId>,
+    pub limit: usize,
+}
+
+/// Job counts by state plus queue facts, for `nodes`, metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunnelStats {
+    pub jobs: u64,
+    pub queued: u64,
+    pub by_state: BTreeMap<String, u64>,
+}
+
+/// The replicated job queue with dedup, retention and admission control.
+#[derive(Debug, Default)]
+pub struct Funnel {
+    meta: Meta,
+    jobs: BTreeMap<JobId, Job>,
+    /// dedup key -> newest job carrying it (derived).
+    dedup: HashMap<String, JobId>,
+    /// creating request -> job (derived).
+    requests: HashMap<RequestRef, JobId>,
+    /// Jobs waiting for placement, FIFO by id (derived).
+    queued: BTreeSet<JobId>,
+    /// Terminal jobs by (finished_at, id): retention GC pops from the front,
+    /// so a Gc costs what it removes, not what the history holds (derived).
+    finished: BTreeSet<(Millis, JobId)>,
+    /// Jobs changed since the storage adapter last drained them. Not state.
+    touched: Vec<JobId>,
+}
+
+impl Funnel {
+    /// An empty funnel.
+    pub fn new() -> Funnel {
+        Funnel::default()
+    }
+
+    /// Rebuilds a funnel (and all derived indexes) from persisted parts.
+    pub fn from_parts(meta: Meta, jobs: impl IntoIterator<Item = Job>) -> Funnel {
+        let mut funnel = Funnel { meta, ..Funnel::default() };
+        for job in jobs {
+            funnel.index(&job);
+            funnel.jobs.insert(job.id, job);
+        }
+        funnel
+    }
+
+    /// Rebuilds a funnel from an image (snapshot install).
+    pub fn from_image(image: FunnelImage) -> Funnel {
+        Funnel::from_parts(image.meta, image.jobs)
+    }
+
+    /// The full image, jobs in id order.
+    pub fn image(&self) -> FunnelImage {
+        FunnelImage { meta: self.meta, jobs: self.jobs.values().cloned().collect() }
+    }
+
+    /// Canonical bytes of the whole state: equal bytes <=> equal state.
+    ///
+    /// # Panics
+    /// Never in practice: bincode cannot fail on these plain types.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        bincode::serialize(&self.image()).expect("funnel image is always serialisable")
+    }
+
+    /// SHA-256 over the canonical bytes, hex; compared across replicas.
+    pub fn digest(&self) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(bincode::serialize(&self.meta).unwrap_or_default());
+        for job in self.jobs.values() {
+            hasher.update(bincode::serialize(job).unwrap_or_default());
+        }
+        hex::encode(hasher.finalize())
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.meta.settings
+    }
+
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    /// Ids of jobs changed since the last call (the adapter persists them;
+    /// an id no longer present in the funnel was deleted).
+    pub fn drain_touched(&mut self) -> Vec<JobId> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Applies one log entry. Total: every input yields one outcome per
+    /// command, never a panic.
+    pub fn apply(&mut self, proposal: &Proposal) -> Vec<Outcome> {
+        self.meta.clock = self.meta.clock.max(proposal.now);
+        let now = self.meta.clock;
+        proposal.commands.iter().map(|command| self.apply_one(now, command)).collect()
+    }
+
+    fn apply_one(&mut self, now: Millis, command: &Command) -> Outcome {
+        match command {
+            Command::Submit { request, spec } => self.submit(now, *request, spec),
+            Command::Configure(settings) => {
+                self.meta.settings = *settings;
+                Outcome::Configured
+            }
+            Command::Cancel { id } => self.cancel(now, *id),
+            Command::Gc { limit } => Outcome::Collected { removed: self.gc(now, *limit) },
+        }
+    }
+
+    fn submit(&mut self, now: Millis, request: Option<RequestRef>, spec: &JobSpec) -> Outcome {
+        if let Err(e) = spec.validate() {
+            return Outcome::Refused(e);
+        }
+        if let Some(id) = request.and_then(|r| self.requests.get(&r)) {
+            if let Some(job) = self.jobs.get(id) {
+                // A retry of a request we already executed: its first answer.
+                return Outcome::Submitted { id: *id, duplicate: false, state: job.state };
+            }
+        }
+        let key = spec.effective_dedup_key();
+        if let Some(existing) = self.dedup.get(&key).and_then(|id| self.jobs.get(id)) {
+            let within_window = match existing.finished_at {
+                None => true,
+                Some(end) => now < end.saturating_add(self.meta.settings.dedup_window_ms),
+            };
+            if within_window {
+                return Outcome::Submitted { id: existing.id, duplicate: true, state: existing.state };
+            }
+        }
+        if self.queued.len() as u64 >= self.meta.settings.max_queued {
+            return Outcome::Refused(FunnelError::QueueFull { max_queued: self.meta.settings.max_queued });
+        }
+        let id = self.meta.next_id;
+        self.meta.next_id += 1;
+        let job = Job {
+            id,
+            spec: spec.clone(),
+            dedup_key: key,
+            state: JobState::Queued,
+            submitted_at: now,
+            finished_at: None,
+            request,
+        };
+        self.index(&job);
+        self.jobs.insert(id, job);
+        self.touched.push(id);
+        Outcome::Submitted { id, duplicate: false, state: JobState::Queued }
+    }
+
+    fn cancel(&mut self, now: Millis, id: JobId) -> Outcome {
+        let Some(job) = self.jobs.get(&id) else { return Outcome::Refused(FunnelError::NotFound { id }) };
+        match job.state {
+            JobState::Queued => {
+                self.finish(id, JobState::Cancelled, now);
+                Outcome::Cancelled { id, state: JobState::Cancelled }
+            }
+            // Cancelling twice is not an error: the answer is the same.
+            JobState::Cancelled => Outcome::Cancelled { id, state: JobState::Cancelled },
+            state => Outcome::Refused(FunnelError::WrongState { id, state, action: "cancelled".into() }),
+        }
+    }
+
+    fn gc(&mut self, now: Millis, limit: u32) -> u64 {
+        let retention = self.meta.settings.history_retention_ms;
+        let mut removed = 0;
+        while removed < u64::from(limit) {
+            let Some(&(end, id)) = self.finished.first() else { break };
+            if now < end.saturating_add(retention) {
+                break;
+            }
+            self.finished.pop_first();
+            if let Some(job) = self.jobs.remove(&id) {
+                self.unindex(&job);
+                self.touched.push(id);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    fn index(&mut self, job: &Job) {
+        // Ids grow with time, so the newest job for a key wins.
+        let newest = self.dedup.get(&job.dedup_key).is_none_or(|&other| other < job.id);
+        if newest {
+            self.dedup.insert(job.dedup_key.clone(), job.id);
+        }
+        if let Some(request) = job.request {
+            self.requests.insert(request, job.id);
+        }
+        if job.state == JobState::Queued {
+            self.queued.insert(job.id);
+        }
+        if let Some(end) = job.finished_at {
+            self.finished.insert((end, job.id));
+        }
+    }
+
+    fn unindex(&mut self, job: &Job) {
+        if self.dedup.get(&job.dedup_key) == Some(&job.id) {
+            self.dedup.remove(&job.dedup_key);
+        }
+        if let Some(request) = job.request {
+            self.requests.remove(&request);
+        }
+        self.queued.remove(&job.id);
+        if let Some(end) = job.finished_at {
+            self.finished.remove(&(end, job.id));
+        }
+    }
+
+    /// Moves a job to a terminal state, keeping the indexes in step.
+    fn finish(&mut self, id: JobId, state: JobState, now: Millis) -> bool {
+        let Some(job) = self.jobs.get(&id) else { return false };
+        if job.state.is_terminal() || !state.is_terminal() {
+            return false;
+        }
+        let job = job.clone();
+        self.unindex(&job);
+        let mut job = job;
+        job.state = state;
+        job.finished_at = Some(now);
+        self.index(&job);
+        self.jobs.insert(id, job);
+        self.touched.push(id);
+        true
+    }
+
+    /// History, newest first, filtered; stops after `limit` matches.
+    pub fn history(&self, query: &HistoryQuery) -> Vec<&Job> {
+        let upper = query.before.unwrap_or(JobId::MAX);
+        self.jobs
+            .range(..upper)
+            .rev()
+            .map(|(_, job)| job)
+            .filter(|job| query.name.as_ref().is_none_or(|n| &job.spec.name == n))
+            .filter(|job| query.state.is_none_or(|s| job.state == s))
+            .filter(|job| query.dedup_key.as_ref().is_none_or(|k| &job.dedup_key == k))
+            .take(query.limit)
+            .collect()
+    }
+
+    /// Counts by state.
+    pub fn stats(&self) -> FunnelStats {
+        let mut by_state = BTreeMap::new();
+        for job in self.jobs.values() {
+            *by_state.entry(job.state.as_str().to_string()).or_insert(0) += 1;
+        }
+        FunnelStats { jobs: self.jobs.len() as u64, queued: self.queued.len() as u64, by_state }
+    }
+}
+
+#[cfg(test)]
+mod tests;
