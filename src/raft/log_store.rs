@@ -148,7 +148,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Record the purge point first: if we crash half-way, the leftover
         // entries below it are simply ignored.
-        self.write_meta(PURGED_KEY, &Some(log_id))?;
+        self.write_meta(PURGED_KEY, &log_id)?;
         let mut batch = sled::Batch::default();
         for item in self.store.log.range(..=index_key(log_id.index)) {
             let (key, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
