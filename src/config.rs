@@ -205,7 +205,10 @@ impl ClusterConfig {
             return Err(ConfigError::Invalid("max_queued must be at least 1".into()));
         }
         let t = &self.raft;
-        if t.heartbeat_ms == 0 || t.election_min_ms <= t.heartbeat_ms || t.election_max_ms <= t.election_min_ms {
+        if t.heartbeat_ms == 0
+            || t.election_min_ms <= t.heartbeat_ms
+            || t.election_max_ms <= t.election_min_ms
+        {
             return Err(ConfigError::Invalid(
                 "raft timing must satisfy 0 < heartbeat_ms < election_min_ms < election_max_ms".into(),
             ));

@@ -11,6 +11,11 @@
 //! - [`client`]: typed HTTP client used by the CLI and the benchmark.
 //! - [`cli`]: the `sgnode` command line (the only place `anyhow` is used).
 
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod client;
 pub mod config;
+pub mod node;
 pub mod queue;
 pub mod raft;

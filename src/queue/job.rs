@@ -143,7 +143,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { dedup_window_ms: 3_600_000, history_retention_ms: 7 * 24 * 3_600_000, max_queued: 1_000_000 }
+        Settings {
+            dedup_window_ms: 3_600_000,
+            history_retention_ms: 7 * 24 * 3_600_000,
+            max_queued: 1_000_000,
+        }
     }
 }
 
@@ -187,11 +191,20 @@ pub enum FunnelError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// A submit: the job that now represents it.
-    Submitted { id: JobId, duplicate: bool, state: JobState },
+    Submitted {
+        id: JobId,
+        duplicate: bool,
+        state: JobState,
+    },
     /// A cancel: the job's state afterwards.
-    Cancelled { id: JobId, state: JobState },
+    Cancelled {
+        id: JobId,
+        state: JobState,
+    },
     Configured,
-    Collected { removed: u64 },
+    Collected {
+        removed: u64,
+    },
     Refused(FunnelError),
 }
 
@@ -229,7 +242,10 @@ impl JobSpec {
             return Err(invalid("command", "must name a program to run"));
         }
         if self.command.len() > MAX_COMMAND_WORDS {
-            return Err(invalid("command", format!("has {} words, at most {MAX_COMMAND_WORDS}", self.command.len())));
+            return Err(invalid(
+                "command",
+                format!("has {} words, at most {MAX_COMMAND_WORDS}", self.command.len()),
+            ));
         }
         let bytes: usize = self.command.iter().map(String::len).sum();
         if bytes > MAX_COMMAND_BYTES {
@@ -239,7 +255,10 @@ impl JobSpec {
             return Err(invalid("command", "must not contain NUL bytes"));
         }
         if self.params.len() > MAX_PARAMS {
-            return Err(invalid("params", format!("has {} entries, at most {MAX_PARAMS}", self.params.len())));
+            return Err(invalid(
+                "params",
+                format!("has {} entries, at most {MAX_PARAMS}", self.params.len()),
+            ));
         }
         for (name, value) in &self.params {
             let mut chars = name.chars();

@@ -150,7 +150,10 @@ fn invalid_specs_are_refused_naming_the_field() {
         (JobSpec { command: vec![], ..spec("x", None) }, "command"),
         (spec("x", Some("auto:abc")), "dedup_key"),
         (spec(&"n".repeat(MAX_NAME_LEN + 1), None), "name"),
-        (JobSpec { params: [("1bad".to_string(), "v".to_string())].into(), ..spec("x", None) }, "params.1bad"),
+        (
+            JobSpec { params: [("1bad".to_string(), "v".to_string())].into(), ..spec("x", None) },
+            "params.1bad",
+        ),
     ];
     for (bad, field) in cases {
         match submit(&mut f, 0, bad) {
@@ -189,7 +192,12 @@ fn history_is_newest_first_with_filters_and_cursor() {
     let page = f.history(&HistoryQuery { name: Some("even".into()), limit: 3, ..Default::default() });
     let ids: Vec<JobId> = page.iter().map(|j| j.id).collect();
     assert_eq!(ids, vec![9, 7, 5]);
-    let next = f.history(&HistoryQuery { name: Some("even".into()), limit: 3, before: Some(5), ..Default::default() });
+    let next = f.history(&HistoryQuery {
+        name: Some("even".into()),
+        limit: 3,
+        before: Some(5),
+        ..Default::default()
+    });
     assert_eq!(next.iter().map(|j| j.id).collect::<Vec<_>>(), vec![3, 1]);
 }
 
@@ -205,7 +213,9 @@ fn rebuilt_funnel_behaves_like_the_original() {
 fn arb_command() -> impl Strategy<Value = Command> {
     let key = prop::option::of(prop::sample::select(vec!["k1", "k2", "k3", "k4"]));
     let name = prop::sample::select(vec!["a", "b", "", "c"]);
-    let request = prop::option::of((0u128..4, 0u32..2).prop_map(|(request_id, index)| RequestRef { request_id, index }));
+    let request = prop::option::of(
+        (0u128..4, 0u32..2).prop_map(|(request_id, index)| RequestRef { request_id, index }),
+    );
     prop_oneof![
         6 => (name, key, request, 0usize..3).prop_map(|(name, key, request, words)| Command::Submit {
             request,

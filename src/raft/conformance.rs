@@ -29,4 +29,3 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, Arc<Store>> for SledBuilde
 fn sled_storage_passes_openraft_suite() -> Result<(), StorageError> {
     Suite::test_all(SledBuilder { dirs: Mutex::new(Vec::new()) })
 }
-

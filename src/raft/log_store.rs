@@ -22,7 +22,11 @@ pub struct LogStore {
     store: Arc<Store>,
 }
 
-fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: &(impl std::error::Error + 'static)) -> StorageError {
+fn io_err(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    e: &(impl std::error::Error + 'static),
+) -> StorageError {
     StorageError::IO { source: StorageIOError::new(subject, verb, AnyError::new(e)) }
 }
 
@@ -32,7 +36,8 @@ impl LogStore {
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        let Some(bytes) = self.store.raft_meta.get(key).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))?
+        let Some(bytes) =
+            self.store.raft_meta.get(key).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))?
         else {
             return Ok(None);
         };
@@ -41,7 +46,10 @@ impl LogStore {
 
     fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
         let bytes = encode(value).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
-        self.store.raft_meta.insert(key, bytes).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+        self.store
+            .raft_meta
+            .insert(key, bytes)
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
         Ok(())
     }
 
@@ -50,7 +58,8 @@ impl LogStore {
         match last {
             None => Ok(None),
             Some((_, bytes)) => {
-                let entry: Entry = decode(&bytes).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+                let entry: Entry =
+                    decode(&bytes).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
                 Ok(Some(entry.log_id))
             }
         }

@@ -4,6 +4,9 @@
 //! The funnel itself (what the log *means*) lives in [`crate::queue`]; this
 //! module only makes its log durable, replicated and compactable.
 
+// openraft dictates `StorageError` (large) as the error of every storage call.
+#![allow(clippy::result_large_err)]
+
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
@@ -49,7 +49,12 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
                     .unwrap_or_default()
             })
             .clone();
-        PeerConnection { target, base: format!("http://{}/{RAFT_PATH}", node.addr), http, token: self.token.clone() }
+        PeerConnection {
+            target,
+            base: format!("http://{}/{RAFT_PATH}", node.addr),
+            http,
+            token: self.token.clone(),
+        }
     }
 }
 
@@ -92,7 +97,8 @@ impl PeerConnection {
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if !status.is_success() {
-            let message = format!("peer {} answered {status}: {}", self.target, String::from_utf8_lossy(&bytes));
+            let message =
+                format!("peer {} answered {status}: {}", self.target, String::from_utf8_lossy(&bytes));
             return Err(RPCError::Network(NetworkError::new(&std::io::Error::other(message))));
         }
         let result: Result<Resp, RaftError<NodeId, E>> =
@@ -114,8 +120,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
-    {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
         self.call("snapshot", &rpc, option.hard_ttl()).await
     }
 

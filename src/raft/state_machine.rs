@@ -213,7 +213,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             touched.dedup();
             for id in touched {
                 match applied.funnel.job(id) {
-                    Some(job) => batch.insert(&job_key(id), encode(job).map_err(|e| sm_err(ErrorVerb::Write, &e))?),
+                    Some(job) => {
+                        batch.insert(&job_key(id), encode(job).map_err(|e| sm_err(ErrorVerb::Write, &e))?)
+                    }
                     None => batch.remove(&job_key(id)),
                 }
             }
@@ -234,7 +236,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let body: SnapshotBody = decode(&data).map_err(|e| snap_err(ErrorVerb::Read, &e))?;
         let installed = Applied {

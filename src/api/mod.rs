@@ -1,0 +1,467 @@
+//! The HTTP surface of a peer: one port serves the client API
+//! (`/api/v1/...`), the Raft RPCs (`/raft/...`) and, later, the dashboard.
+//!
+//! Handlers never reject: every request gets either its result or an
+//! [`ApiError`] rendered as `{"error": {"code", "message"}}` with a status
+//! scripts can rely on. Bodies are parsed here (not by warp) so that a bad
+//! field is named in the message. The cluster token guards Raft RPCs and
+//! every write; reads are open.
+
+pub mod error;
+pub mod views;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::ServerState;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+pub use self::error::ApiError;
+use self::views::*;
+use crate::node::{ForwardedWrite, Peer};
+use crate::queue::{Command, HistoryQuery, JobState, Outcome, RequestRef};
+use crate::raft::{decode, encode};
+
+/// Largest client request body.
+pub const MAX_CLIENT_BODY: u64 = 4 * 1024 * 1024;
+/// Largest Raft RPC body (append batches, snapshot chunks).
+const MAX_RAFT_BODY: u64 = 256 * 1024 * 1024;
+/// Most jobs in one batch submit.
+pub const MAX_BATCH_JOBS: usize = 10_000;
+/// Most jobs one history page returns.
+pub const MAX_HISTORY_LIMIT: usize = 10_000;
+
+type Response = warp::reply::Response;
+
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+fn check_token(peer: &Peer, header: Option<&str>) -> Result<(), ApiError> {
+    let expected = peer.config.token.as_bytes();
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let given = header.and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("").as_bytes();
+    // Constant time in the token's length, so timing does not leak a prefix.
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, b) in expected.iter().enumerate() {
+        diff |= b ^ given.get(i).copied().unwrap_or(0);
+    }
+    if diff == 0 {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+fn request_id(header: Option<&str>) -> Result<u128, ApiError> {
+    match header {
+        None => Ok(rand::random()),
+        Some(h) => u128::from_str_radix(h, 16).map_err(|_| {
+            ApiError::BadRequest("header `x-request-id` must be 1-32 hexadecimal digits".to_string())
+        }),
+    }
+}
+
+fn parse_job_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse().map_err(|_| ApiError::BadRequest(format!("job id {raw:?} is not a number")))
+}
+
+fn submit_outcome(outcome: Outcome) -> Result<SubmitResponse, ApiError> {
+    match outcome {
+        Outcome::Submitted { id, duplicate, state } => {
+            Ok(SubmitResponse { id: id.to_string(), duplicate, state })
+        }
+        Outcome::Refused(e) => Err(ApiError::Funnel(e)),
+        other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+/// Validates specs before proposing: a bad job costs no log entry.
+fn submit_commands(request_id: u128, jobs: Vec<SubmitRequest>) -> (Vec<Command>, Vec<Option<ApiError>>) {
+    let mut commands = Vec::new();
+    let mut errors = Vec::new();
+    for (index, job) in jobs.into_iter().enumerate() {
+        let spec: crate::queue::JobSpec = job.into();
+        match spec.validate() {
+            Ok(()) => {
+                let request = Some(RequestRef { request_id, index: index as u32 });
+                commands.push(Command::Submit { request, spec });
+                errors.push(None);
+            }
+            Err(e) => errors.push(Some(ApiError::Funnel(e))),
+        }
+    }
+    (commands, errors)
+}
+
+async fn submit(
+    peer: Arc<Peer>,
+    auth: Option<String>,
+    rid: Option<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_token(&peer, auth.as_deref())?;
+    let request: SubmitRequest = parse_json(&body)?;
+    let (commands, mut errors) = submit_commands(request_id(rid.as_deref())?, vec![request]);
+    if let Some(Some(e)) = errors.pop() {
+        return Err(e);
+    }
+    let result = peer.write(commands).await?;
+    let outcome =
+        result.outcomes.into_iter().next().ok_or_else(|| ApiError::Internal("no outcome".into()))?;
+    let response = submit_outcome(outcome)?;
+    let status = if response.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+    Ok(json(status, &response))
+}
+
+async fn submit_batch(
+    peer: Arc<Peer>,
+    auth: Option<String>,
+    rid: Option<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_token(&peer, auth.as_deref())?;
+    let request: BatchSubmitRequest = parse_json(&body)?;
+    if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH_JOBS {
+        return Err(ApiError::BadRequest(format!(
+            "field `jobs` must hold 1 to {MAX_BATCH_JOBS} jobs, got {}",
+            request.jobs.len()
+        )));
+    }
+    let (commands, errors) = submit_commands(request_id(rid.as_deref())?, request.jobs);
+    let mut outcomes =
+        if commands.is_empty() { Vec::new() } else { peer.write(commands).await?.outcomes }.into_iter();
+    let results = errors
+        .into_iter()
+        .map(|error| {
+            let result = match error {
+                Some(e) => Err(e),
+                None => outcomes
+                    .next()
+                    .ok_or_else(|| ApiError::Internal("missing outcome".into()))
+                    .and_then(submit_outcome),
+            };
+            match result {
+                Ok(r) => BatchItem::Ok(r),
+                Err(e) => BatchItem::Err(e.body()),
+            }
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &BatchSubmitResponse { results }))
+}
+
+async fn cancel(peer: Arc<Peer>, raw_id: String, auth: Option<String>) -> Result<Response, ApiError> {
+    check_token(&peer, auth.as_deref())?;
+    let id = parse_job_id(&raw_id)?;
+    let result = peer.write(vec![Command::Cancel { id }]).await?;
+    match result.outcomes.into_iter().next() {
+        Some(Outcome::Cancelled { id, state }) => {
+            Ok(json(StatusCode::OK, &CancelResponse { id: id.to_string(), state }))
+        }
+        Some(Outcome::Refused(e)) => Err(ApiError::Funnel(e)),
+        other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+fn job_status(peer: &Peer, raw_id: &str) -> Result<Response, ApiError> {
+    let id = parse_job_id(raw_id)?;
+    let applied = peer.state.read();
+    let job = applied.funnel.job(id).ok_or_else(|| {
+        ApiError::NotFound(format!("job {id} does not exist on this peer (unknown, or removed by retention)"))
+    })?;
+    Ok(json(StatusCode::OK, &JobView::from(job)))
+}
+
+fn history(peer: &Peer, params: BTreeMap<String, String>) -> Result<Response, ApiError> {
+    let mut query = HistoryQuery { limit: 50, ..HistoryQuery::default() };
+    for (key, value) in params {
+        match key.as_str() {
+            "name" => query.name = Some(value),
+            "dedup_key" => query.dedup_key = Some(value),
+            "state" => {
+                query.state = Some(
+                    value
+                        .parse::<JobState>()
+                        .map_err(|e| ApiError::BadRequest(format!("query `state`: {e}")))?,
+                )
+            }
+            "limit" => {
+                query.limit =
+                    value.parse().ok().filter(|l| (1..=MAX_HISTORY_LIMIT).contains(l)).ok_or_else(|| {
+                        ApiError::BadRequest(format!("query `limit` must be 1 to {MAX_HISTORY_LIMIT}"))
+                    })?;
+            }
+            "before" => query.before = Some(parse_job_id(&value)?),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter `{other}`; expected name, state, dedup_key, limit, before"
+                )))
+            }
+        }
+    }
+    let applied = peer.state.read();
+    let jobs: Vec<JobView> = applied.funnel.history(&query).into_iter().map(JobView::from).collect();
+    Ok(json(StatusCode::OK, &jobs))
+}
+
+fn role(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// This peer's own view.
+pub fn local_view(peer: &Peer) -> LocalView {
+    let metrics = peer.metrics();
+    let stats = peer.state.read().funnel.stats();
+    LocalView {
+        id: peer.id,
+        role: role(metrics.state).to_string(),
+        term: metrics.current_term,
+        leader: metrics.current_leader,
+        last_log: metrics.last_log_index,
+        last_applied: metrics.last_applied.map(|l| l.index),
+        snapshot: metrics.snapshot.map(|l| l.index),
+        jobs: stats.jobs,
+        queued: stats.queued,
+    }
+}
+
+async fn nodes(peer: Arc<Peer>) -> Result<Response, ApiError> {
+    let me = local_view(&peer);
+    let metrics = peer.metrics();
+    let membership = metrics.membership_config.membership().clone();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    // Every configured peer plus any member the file does not know.
+    let mut addresses: BTreeMap<u64, String> =
+        peer.config.peers.iter().map(|p| (p.id, p.address.clone())).collect();
+    for (id, node) in membership.nodes() {
+        addresses.insert(*id, node.addr.clone());
+    }
+    let asks = addresses.into_iter().map(|(id, address)| {
+        let peer = peer.clone();
+        let me = me.clone();
+        let voter = voters.contains(&id);
+        async move {
+            let url = format!("http://{address}");
+            let view = if id == peer.id {
+                Some(me)
+            } else {
+                let fetched = peer
+                    .http
+                    .get(format!("{url}/api/v1/local"))
+                    .timeout(Duration::from_millis(800))
+                    .send()
+                    .await
+                    .ok();
+                match fetched {
+                    Some(r) if r.status().is_success() => r.json::<LocalView>().await.ok(),
+                    _ => None,
+                }
+            };
+            NodeView {
+                id,
+                url,
+                voter,
+                reachable: view.is_some(),
+                role: view.as_ref().map_or("unreachable".to_string(), |v| v.role.clone()),
+                term: view.as_ref().map(|v| v.term),
+                last_log: view.as_ref().and_then(|v| v.last_log),
+                last_applied: view.as_ref().and_then(|v| v.last_applied),
+            }
+        }
+    });
+    let nodes = futures::future::join_all(asks).await;
+    let view =
+        NodesView { cluster: peer.config.cluster_name.clone(), leader: me.leader, term: me.term, nodes };
+    Ok(json(StatusCode::OK, &view))
+}
+
+fn digest(peer: &Peer) -> Response {
+    let applied = peer.state.read();
+    let view = DigestView {
+        id: peer.id,
+        last_applied: applied.last_applied.map(|l| l.index),
+        digest: applied.funnel.digest(),
+    };
+    json(StatusCode::OK, &view)
+}
+
+fn octets(bytes: Vec<u8>) -> Response {
+    let mut response = warp::reply::Response::new(bytes.into());
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/octet-stream"),
+    );
+    response
+}
+
+async fn raft_rpc(
+    peer: Arc<Peer>,
+    kind: String,
+    auth: Option<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_token(&peer, auth.as_deref())?;
+    let bad = |e: bincode::Error| ApiError::BadRequest(format!("undecodable raft {kind} body: {e}"));
+    let encoded = match kind.as_str() {
+        "append" => encode(&peer.raft.append_entries(decode(&body).map_err(bad)?).await),
+        "vote" => encode(&peer.raft.vote(decode(&body).map_err(bad)?).await),
+        "snapshot" => encode(&peer.raft.install_snapshot(decode(&body).map_err(bad)?).await),
+        "write" => {
+            let write: ForwardedWrite = decode(&body).map_err(bad)?;
+            encode(&peer.handle_forwarded(write).await?)
+        }
+        other => return Err(ApiError::NotFound(format!("no raft rpc named {other:?}"))),
+    };
+    encoded.map(octets).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+fn with_peer(peer: Arc<Peer>) -> impl Filter<Extract = (Arc<Peer>,), Error = Infallible> + Clone {
+    warp::any().map(move || peer.clone())
+}
+
+fn auth() -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+}
+
+fn body(limit: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(limit).and(warp::body::bytes())
+}
+
+/// All routes of a peer.
+pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let api = warp::path("api").and(warp::path("v1"));
+    let submit_route = api
+        .and(warp::path("jobs"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(with_peer(peer.clone()))
+        .and(auth())
+        .and(warp::header::optional::<String>("x-request-id"))
+        .and(body(MAX_CLIENT_BODY))
+        .then(|p, a, r, b| async move { respond(submit(p, a, r, b).await) });
+    let batch_route = api
+        .and(warp::path!("jobs" / "batch"))
+        .and(warp::post())
+        .and(with_peer(peer.clone()))
+        .and(auth())
+        .and(warp::header::optional::<String>("x-request-id"))
+        .and(body(MAX_CLIENT_BODY))
+        .then(|p, a, r, b| async move { respond(submit_batch(p, a, r, b).await) });
+    let cancel_route = api
+        .and(warp::path!("jobs" / String / "cancel"))
+        .and(warp::post())
+        .and(with_peer(peer.clone()))
+        .and(auth())
+        .then(|id, p, a| async move { respond(cancel(p, id, a).await) });
+    let status_route = api
+        .and(warp::path!("jobs" / String))
+        .and(warp::get())
+        .and(with_peer(peer.clone()))
+        .map(|id: String, p: Arc<Peer>| respond(job_status(&p, &id)));
+    let history_route = api
+        .and(warp::path("jobs"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_peer(peer.clone()))
+        .and(warp::query::<BTreeMap<String, String>>())
+        .map(|p: Arc<Peer>, q| respond(history(&p, q)));
+    let nodes_route = api
+        .and(warp::path!("nodes"))
+        .and(warp::get())
+        .and(with_peer(peer.clone()))
+        .then(|p| async move { respond(nodes(p).await) });
+    let local_route = api
+        .and(warp::path!("local"))
+        .and(warp::get())
+        .and(with_peer(peer.clone()))
+        .map(|p: Arc<Peer>| json(StatusCode::OK, &local_view(&p)));
+    let digest_route = api
+        .and(warp::path!("digest"))
+        .and(warp::get())
+        .and(with_peer(peer.clone()))
+        .map(|p: Arc<Peer>| digest(&p));
+    let raft_route = warp::path!("raft" / String)
+        .and(warp::post())
+        .and(with_peer(peer))
+        .and(auth())
+        .and(body(MAX_RAFT_BODY))
+        .then(|kind, p, a, b| async move { respond(raft_rpc(p, kind, a, b).await) });
+    submit_route
+        .or(batch_route)
+        .unify()
+        .or(cancel_route)
+        .unify()
+        .or(status_route)
+        .unify()
+        .or(history_route)
+        .unify()
+        .or(nodes_route)
+        .unify()
+        .or(local_route)
+        .unify()
+        .or(digest_route)
+        .unify()
+        .or(raft_route)
+        .unify()
+        .recover(recover)
+        .unify()
+}
+
+/// Turns warp's own rejections (no route, body too large, ...) into the
+/// same JSON error shape as everything else.
+async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let error = if rejection.is_not_found() {
+        ApiError::NotFound("no such route; see the README for the API".into())
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::TooLarge(MAX_CLIENT_BODY)
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        ApiError::BadRequest("a Content-Length header is required".into())
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        let e = ApiError::BadRequest("method not allowed on this route".into());
+        let mut response = e.into_response();
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        return Ok(response);
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        ApiError::BadRequest(e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        ApiError::BadRequest(format!("invalid query string: {e}"))
+    } else {
+        ApiError::Internal(format!("{rejection:?}"))
+    };
+    Ok(error.into_response())
+}
+
+/// Binds `addr` and serves until `shutdown` resolves.
+///
+/// # Errors
+/// The bind error (address in use, permission).
+pub fn serve(
+    peer: Arc<Peer>,
+    addr: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, impl std::future::Future<Output = ()>), warp::Error> {
+    warp::serve(routes(peer)).try_bind_with_graceful_shutdown(addr, shutdown)
+}

@@ -1,0 +1,308 @@
+//! The `sgnode` command line: `serve` runs a peer, everything else is a
+//! client of some peer's HTTP API. This is the edge of the program, so it
+//! uses `anyhow` and turns errors into documented exit codes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::views::{JobView, NodesView, SubmitRequest};
+use crate::client::{Client, ClientError};
+use crate::config::ClusterConfig;
+
+/// sgnode: distributed batch-job execution on identical peers.
+#[derive(Debug, Parser)]
+#[command(name = "sgnode", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Run peer N of the cluster described by the cluster file.
+    Serve {
+        /// The cluster file.
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+        /// This peer's id in the cluster file.
+        #[arg(long)]
+        id: u64,
+    },
+    /// Queue a job: `sgnode submit --name etl -- ./run.sh --day 2026-12-04`.
+    Submit {
+        #[command(flatten)]
+        conn: Connection,
+        /// Job name.
+        #[arg(long)]
+        name: String,
+        /// Dedup key; by default derived from name, params and command.
+        #[arg(long)]
+        dedup_key: Option<String>,
+        /// A parameter, NAME=VALUE; repeatable.
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Program and arguments to run, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Show one job.
+    Status {
+        #[command(flatten)]
+        conn: Connection,
+        /// Job id.
+        id: String,
+    },
+    /// List jobs, newest first.
+    History {
+        #[command(flatten)]
+        conn: Connection,
+        /// Only jobs with this name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only jobs in this state (queued, assigned, running, succeeded, failed, cancelled, timed_out, lost).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only jobs with this dedup key.
+        #[arg(long)]
+        dedup_key: Option<String>,
+        /// Only jobs older than this id (next page).
+        #[arg(long)]
+        before: Option<u64>,
+        /// At most this many jobs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Cancel a queued job.
+    Cancel {
+        #[command(flatten)]
+        conn: Connection,
+        /// Job id.
+        id: String,
+    },
+    /// Show the peers, their roles and Raft progress.
+    Nodes {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Load generators (see the README for figures).
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Submit unique jobs from many concurrent clients and report rate and latency.
+    Submit(crate::bench::SubmitBench),
+}
+
+/// How to reach a peer.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// Base URL of any peer [default: first peer in ./cluster.toml].
+    #[arg(long, env = "SGNODE_URL")]
+    pub url: Option<String>,
+    /// Cluster token for writes.
+    #[arg(long, env = "SGNODE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Connection {
+    /// A client for the chosen peer.
+    ///
+    /// # Errors
+    /// When no URL is given and `./cluster.toml` cannot be read.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let url = match &self.url {
+            Some(url) => url.clone(),
+            None => default_url(Path::new("cluster.toml"))?,
+        };
+        Ok(Client::new(&url, self.token.clone()))
+    }
+}
+
+fn default_url(path: &Path) -> anyhow::Result<String> {
+    let config = ClusterConfig::load(path)
+        .with_context(|| "no --url given (or SGNODE_URL) and ./cluster.toml is not usable".to_string())?;
+    let first = config.peers.first().context("cluster.toml lists no peers")?;
+    Ok(ClusterConfig::peer_url(first))
+}
+
+fn parse_param(raw: &str) -> Result<(String, String), String> {
+    let (k, v) = raw.split_once('=').ok_or_else(|| format!("param {raw:?} must look like NAME=VALUE"))?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// A client-side failure carrying its exit code through `anyhow`.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Exit(#[from] ClientError);
+
+/// Exit code for an error chain: the client's documented code, else 1.
+pub fn exit_code(error: &anyhow::Error) -> i32 {
+    error.chain().find_map(|e| e.downcast_ref::<Exit>()).map_or(1, |e| e.0.exit_code())
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Everything, with context; see [`exit_code`].
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        CliCommand::Serve { config, id } => serve(&config, id).await,
+        CliCommand::Submit { conn, name, dedup_key, params, command } => {
+            let client = conn.client()?;
+            let request = SubmitRequest { name, command, params: params.into_iter().collect(), dedup_key };
+            let response = client.submit(&request, rand::random()).await.map_err(Exit)?;
+            if conn.json {
+                print_json(&response)
+            } else if response.duplicate {
+                println!("job {} already exists (duplicate, {})", response.id, response.state);
+                Ok(())
+            } else {
+                println!("job {} {}", response.id, response.state);
+                Ok(())
+            }
+        }
+        CliCommand::Status { conn, id } => {
+            let job = conn.client()?.status(&id).await.map_err(Exit)?;
+            if conn.json {
+                return print_json(&job);
+            }
+            print_job(&job);
+            Ok(())
+        }
+        CliCommand::History { conn, name, state, dedup_key, before, limit } => {
+            let mut query = vec![("limit", limit.to_string())];
+            let optional = [
+                ("name", name),
+                ("state", state),
+                ("dedup_key", dedup_key),
+                ("before", before.map(|b| b.to_string())),
+            ];
+            query.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+            let jobs = conn.client()?.history(&query).await.map_err(Exit)?;
+            if conn.json {
+                return print_json(&jobs);
+            }
+            print_history(&jobs);
+            Ok(())
+        }
+        CliCommand::Cancel { conn, id } => {
+            let response = conn.client()?.cancel(&id).await.map_err(Exit)?;
+            if conn.json {
+                return print_json(&response);
+            }
+            println!("job {} {}", response.id, response.state);
+            Ok(())
+        }
+        CliCommand::Nodes { conn } => {
+            let view = conn.client()?.nodes().await.map_err(Exit)?;
+            if conn.json {
+                return print_json(&view);
+            }
+            print_nodes(&view);
+            Ok(())
+        }
+        CliCommand::Bench { which: BenchCommand::Submit(bench) } => bench.run().await,
+    }
+}
+
+fn print_job(job: &JobView) {
+    println!("id:           {}", job.id);
+    println!("name:         {}", job.name);
+    println!("state:        {}", job.state);
+    println!("dedup_key:    {}", job.dedup_key);
+    println!("submitted_at: {}", job.submitted_at);
+    println!("finished_at:  {}", job.finished_at.as_deref().unwrap_or("-"));
+    println!("command:      {}", job.command.join(" "));
+    for (k, v) in &job.params {
+        println!("param:        {k}={v}");
+    }
+}
+
+fn print_history(jobs: &[JobView]) {
+    println!("{:>8}  {:<10}  {:<24}  {:<24}  DEDUP_KEY", "ID", "STATE", "NAME", "SUBMITTED");
+    for job in jobs {
+        println!(
+            "{:>8}  {:<10}  {:<24}  {:<24}  {}",
+            job.id,
+            job.state.as_str(),
+            job.name,
+            job.submitted_at,
+            job.dedup_key
+        );
+    }
+}
+
+fn print_nodes(view: &NodesView) {
+    let leader = view.leader.map_or("none".to_string(), |l| l.to_string());
+    println!("cluster {}  leader {}  term {}", view.cluster, leader, view.term);
+    println!(
+        "{:>4}  {:<26}  {:<11}  {:<5}  {:>10}  {:>12}",
+        "ID", "URL", "ROLE", "VOTER", "LAST_LOG", "LAST_APPLIED"
+    );
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    for n in &view.nodes {
+        println!(
+            "{:>4}  {:<26}  {:<11}  {:<5}  {:>10}  {:>12}",
+            n.id,
+            n.url,
+            n.role,
+            if n.voter { "yes" } else { "no" },
+            opt(n.last_log),
+            opt(n.last_applied)
+        );
+    }
+}
+
+async fn serve(config_path: &Path, id: u64) -> anyhow::Result<()> {
+    let config = Arc::new(ClusterConfig::load(config_path)?);
+    let me = config.peer(id)?.clone();
+    let addr: std::net::SocketAddr = me.address.parse().with_context(|| format!("peer {id} address"))?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let (peer, mut tasks) = crate::node::Peer::start(config.clone(), id, shutdown_rx.clone()).await?;
+    let mut http_shutdown = shutdown_rx.clone();
+    let (bound, server) = crate::api::serve(peer.clone(), addr, async move {
+        let _ = http_shutdown.wait_for(|stop| *stop).await;
+    })
+    .with_context(|| format!("cannot listen on {addr}"))?;
+    let server = tokio::spawn(server);
+    tracing::info!("peer {id} listening on http://{bound} (data in {})", me.data_dir.display());
+    peer.bootstrap_if_new().await;
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = server.await;
+    while tasks.join_next().await.is_some() {}
+    if let Err(e) = peer.raft.shutdown().await {
+        tracing::warn!("raft shutdown: {e}");
+    }
+    peer.flush().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

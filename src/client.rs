@@ -1,0 +1,205 @@
+//! Typed HTTP client for the client API, used by the CLI, the benchmark and
+//! the tests. Errors keep the server's `code` so callers can branch on it,
+//! and map to the CLI's documented exit codes.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::api::views::*;
+
+/// A failed client call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{message} (HTTP {status}, {code})")]
+    Api { status: u16, code: String, message: String },
+    #[error("cannot reach {url}: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("request to {url} failed: {source}")]
+    Http { url: String, source: reqwest::Error },
+    #[error("unexpected answer from {url}: {message}")]
+    Decode { url: String, message: String },
+}
+
+impl ClientError {
+    /// The server's error code, if the server answered.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// HTTP status, if the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Exit code for scripts: 2 invalid request, 3 unauthorized, 4 not
+    /// found, 5 queue full, 6 unavailable (no quorum / unreachable), 7
+    /// conflict, 1 anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ClientError::Api { status, .. } => match status {
+                400 | 405 | 413 => 2,
+                401 => 3,
+                404 => 4,
+                429 => 5,
+                503 => 6,
+                409 => 7,
+                _ => 1,
+            },
+            ClientError::Unreachable { .. } => 6,
+            ClientError::Http { source, .. } if source.is_timeout() => 6,
+            _ => 1,
+        }
+    }
+}
+
+/// A client bound to one peer.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for the peer at `base` (e.g. `http://127.0.0.1:7101`).
+    pub fn new(base: &str, token: Option<String>) -> Client {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        Client { base: base.trim_end_matches('/').to_string(), token: token.filter(|t| !t.is_empty()), http }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1/{path}", self.base)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<T, ClientError> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request.send().await.map_err(|source| {
+            if source.is_connect() {
+                ClientError::Unreachable { url: url.to_string(), source }
+            } else {
+                ClientError::Http { url: url.to_string(), source }
+            }
+        })?;
+        let status = response.status();
+        let bytes =
+            response.bytes().await.map_err(|source| ClientError::Http { url: url.to_string(), source })?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Decode { url: url.to_string(), message: e.to_string() });
+        }
+        match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
+            Ok(envelope) => Err(ClientError::Api {
+                status: status.as_u16(),
+                code: envelope.error.code,
+                message: envelope.error.message,
+            }),
+            Err(_) => Err(ClientError::Api {
+                status: status.as_u16(),
+                code: "http_error".into(),
+                message: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+            }),
+        }
+    }
+
+    /// Submits one job. `request_id` makes retries idempotent.
+    ///
+    /// # Errors
+    /// [`ClientError`]; `queue_full` (429) and `no_quorum` (503) are the ones
+    /// worth retrying, with the same request id.
+    pub async fn submit(&self, job: &SubmitRequest, request_id: u128) -> Result<SubmitResponse, ClientError> {
+        let url = self.url("jobs");
+        let req = self.http.post(&url).header("x-request-id", format!("{request_id:x}")).json(job);
+        self.send(req, &url).await
+    }
+
+    /// Submits many jobs in one request (one Raft entry).
+    ///
+    /// # Errors
+    /// As [`Client::submit`]; per-job refusals come back inside the result.
+    pub async fn submit_batch(
+        &self,
+        jobs: &BatchSubmitRequest,
+        request_id: u128,
+    ) -> Result<BatchSubmitResponse, ClientError> {
+        let url = self.url("jobs/batch");
+        let req = self.http.post(&url).header("x-request-id", format!("{request_id:x}")).json(jobs);
+        self.send(req, &url).await
+    }
+
+    /// One job.
+    ///
+    /// # Errors
+    /// `not_found` (404) if the peer does not know the job.
+    pub async fn status(&self, id: &str) -> Result<JobView, ClientError> {
+        let url = self.url(&format!("jobs/{id}"));
+        self.send(self.http.get(&url), &url).await
+    }
+
+    /// History, newest first. `query` holds `name`, `state`, `limit`, ...
+    ///
+    /// # Errors
+    /// `invalid_request` for a bad filter.
+    pub async fn history(&self, query: &[(&str, String)]) -> Result<Vec<JobView>, ClientError> {
+        let url = self.url("jobs");
+        self.send(self.http.get(&url).query(query), &url).await
+    }
+
+    /// Cancels a queued job.
+    ///
+    /// # Errors
+    /// `not_found`, or `wrong_state` (409) when it already runs or ended.
+    pub async fn cancel(&self, id: &str) -> Result<CancelResponse, ClientError> {
+        let url = self.url(&format!("jobs/{id}/cancel"));
+        self.send(self.http.post(&url), &url).await
+    }
+
+    /// The cluster as this peer sees it.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn nodes(&self) -> Result<NodesView, ClientError> {
+        let url = self.url("nodes");
+        self.send(self.http.get(&url), &url).await
+    }
+
+    /// This peer's own Raft view.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn local(&self) -> Result<LocalView, ClientError> {
+        let url = self.url("local");
+        self.send(self.http.get(&url).timeout(Duration::from_secs(2)), &url).await
+    }
+
+    /// State digest of this replica.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn digest(&self) -> Result<DigestView, ClientError> {
+        let url = self.url("digest");
+        self.send(self.http.get(&url), &url).await
+    }
+}

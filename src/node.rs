@@ -1,0 +1,472 @@
+//! A running peer: opens storage, starts Raft, forms the cluster from the
+//! cluster file on first start, and owns the write path.
+//!
+//! Write path. Any peer accepts a write. On the leader, writes from many
+//! clients are gathered by one batcher into a single Raft entry (a
+//! [`Proposal`]) stamped with the leader's clock, with several entries in
+//! flight at once: one fsync round trip then acknowledges hundreds of
+//! submits. A follower forwards the write to the leader over HTTP. Every
+//! write carries the client's request id, recorded by the funnel, so a write
+//! retried after a leader change returns its first answer instead of being
+//! applied twice. A write that cannot reach a leader with a quorum within
+//! `write_timeout` fails with [`WriteError::NoQuorum`] (HTTP 503); its
+//! outcome is then unknown and the client retries with the same request id.
+//!
+//! Leader housekeeping (replicated settings, retention GC, adding learners)
+//! runs only on the leader, as ordinary proposals.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::config::ClusterConfig;
+use crate::queue::{Command, Millis, Outcome, Proposal, Settings};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::HttpNetworkFactory;
+use crate::raft::state_machine::{SharedState, StateMachine};
+use crate::raft::store::Store;
+use crate::raft::{NodeId, Raft, RaftMetrics, StorageError};
+
+/// Most commands gathered into one Raft entry.
+const MAX_COMMANDS_PER_ENTRY: usize = 4096;
+/// Raft entries the batcher keeps in flight at once (pipelining).
+const MAX_ENTRIES_IN_FLIGHT: usize = 8;
+/// Most GC removals per proposal, so one GC never stalls applies.
+const GC_BATCH: u32 = 10_000;
+
+/// Errors starting a peer.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open database in {path}: {source} (is another sgnode using it?)")]
+    Database { path: PathBuf, source: sled::Error },
+    #[error("cannot load state: {0}")]
+    Storage(#[from] StorageError),
+    #[error("invalid raft settings: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+}
+
+/// Why a write did not produce outcomes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("no leader with a quorum answered within {0:?}; the outcome is unknown, retry with the same request id")]
+    NoQuorum(Duration),
+    #[error("raft stopped on this peer: {0}")]
+    Fatal(String),
+    #[error("this peer is shutting down")]
+    ShuttingDown,
+}
+
+/// A write as it travels from a follower to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardedWrite {
+    pub commands: Vec<Command>,
+}
+
+/// The leader's answer to a forwarded write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardedReply {
+    Done(WriteResult),
+    /// The receiver is not (or no longer) the leader.
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+}
+
+/// Outcomes of a write and the log index that carries them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteResult {
+    pub log_index: u64,
+    pub outcomes: Vec<Outcome>,
+}
+
+/// One write waiting in the leader's batcher.
+struct PendingWrite {
+    commands: Vec<Command>,
+    reply: oneshot::Sender<Result<WriteResult, ProposeError>>,
+}
+
+#[derive(Debug)]
+enum ProposeError {
+    NotLeader(Option<NodeId>),
+    Fatal(String),
+}
+
+/// A running peer. Cheap to share behind an `Arc`.
+pub struct Peer {
+    pub id: NodeId,
+    pub config: Arc<ClusterConfig>,
+    pub raft: Raft,
+    pub state: SharedState,
+    store: Arc<Store>,
+    batcher: mpsc::Sender<PendingWrite>,
+    /// Client for forwarding writes and asking other peers for their status.
+    pub http: reqwest::Client,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Wall clock in milliseconds; only ever read outside the state machine.
+pub fn now_millis() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+}
+
+impl Peer {
+    /// Opens storage and starts Raft and the background tasks for peer `id`.
+    /// The returned tasks end when `shutdown` turns true.
+    ///
+    /// # Errors
+    /// Config, storage and Raft start-up errors, each naming what failed.
+    pub async fn start(
+        config: Arc<ClusterConfig>,
+        id: NodeId,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(Arc<Peer>, JoinSet<()>), StartError> {
+        let me = config.peer(id)?.clone();
+        std::fs::create_dir_all(&me.data_dir)
+            .map_err(|source| StartError::DataDir { path: me.data_dir.clone(), source })?;
+        let db_path = me.data_dir.join("db");
+        let store = Arc::new(
+            Store::open(&db_path).map_err(|source| StartError::Database { path: db_path.clone(), source })?,
+        );
+        let state_machine = StateMachine::open(store.clone())?;
+        let state = state_machine.shared();
+        let timing = &config.raft;
+        let raft_config = openraft::Config {
+            cluster_name: config.cluster_name.clone(),
+            heartbeat_interval: timing.heartbeat_ms,
+            election_timeout_min: timing.election_min_ms,
+            election_timeout_max: timing.election_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            max_payload_entries: 64,
+            ..Default::default()
+        }
+        .validate()?;
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config),
+            HttpNetworkFactory::new(config.token.clone()),
+            LogStore::new(store.clone()),
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let (batcher_tx, batcher_rx) = mpsc::channel(65_536);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| StartError::Raft(format!("http client: {e}")))?;
+        let peer = Arc::new(Peer {
+            id,
+            config: config.clone(),
+            raft,
+            state,
+            store,
+            batcher: batcher_tx,
+            http,
+            shutdown: shutdown.clone(),
+        });
+
+        let mut tasks = JoinSet::new();
+        tasks.spawn(run_batcher(peer.raft.clone(), batcher_rx, shutdown.clone()));
+        tasks.spawn(run_housekeeping(peer.clone(), shutdown));
+        Ok((peer, tasks))
+    }
+
+    /// Forms the cluster from the file if this peer has never been part of
+    /// one. Safe on every voter: they all propose the identical membership.
+    /// A peer that has any Raft state never re-initialises.
+    pub async fn bootstrap_if_new(&self) {
+        let me_votes = self.config.peers.iter().any(|p| p.id == self.id && p.voter);
+        if !me_votes {
+            return;
+        }
+        match self.raft.is_initialized().await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!("cannot check initialisation: {e}");
+                return;
+            }
+        }
+        let voters: BTreeMap<NodeId, BasicNode> = self
+            .config
+            .peers
+            .iter()
+            .filter(|p| p.voter)
+            .map(|p| (p.id, BasicNode { addr: p.address.clone() }))
+            .collect();
+        match self.raft.initialize(voters).await {
+            Ok(()) => tracing::info!("formed a new cluster from the cluster file"),
+            // Another voter got there first and already replicated to us.
+            Err(e) => tracing::info!("not initialising: {e}"),
+        }
+    }
+
+    /// Current Raft metrics of this peer.
+    pub fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    fn peer_address(&self, id: NodeId) -> Option<String> {
+        let metrics = self.metrics();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+            .or_else(|| self.config.peer(id).ok().map(|p| p.address.clone()))
+    }
+
+    /// Executes `commands` through the leader (batched), returning their
+    /// outcomes once committed and applied on the leader. When the write came
+    /// through a follower, also waits (briefly) until this peer has applied
+    /// it, so that a read from the same peer sees the write.
+    ///
+    /// # Errors
+    /// [`WriteError::NoQuorum`] when no leader could commit it in time.
+    pub async fn write(&self, commands: Vec<Command>) -> Result<WriteResult, WriteError> {
+        let timeout = self.config.write_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut metrics_rx = self.raft.metrics();
+        loop {
+            if *self.shutdown.borrow() {
+                return Err(WriteError::ShuttingDown);
+            }
+            let leader = metrics_rx.borrow_and_update().current_leader;
+            let attempt = match leader {
+                Some(leader) if leader == self.id => self.propose_local(commands.clone()).await,
+                Some(leader) => self.forward(leader, commands.clone(), deadline).await,
+                None => Err(ProposeError::NotLeader(None)),
+            };
+            match attempt {
+                Ok(result) => {
+                    if leader != Some(self.id) {
+                        self.wait_applied(result.log_index, deadline).await;
+                    }
+                    return Ok(result);
+                }
+                Err(ProposeError::Fatal(e)) => return Err(WriteError::Fatal(e)),
+                Err(ProposeError::NotLeader(_)) => {}
+            }
+            // Wait for a leadership change (or a short pause) before retrying.
+            let pause = tokio::time::sleep(Duration::from_millis(50));
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Err(WriteError::NoQuorum(timeout)),
+                _ = metrics_rx.changed() => {}
+                _ = pause => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WriteError::NoQuorum(timeout));
+            }
+        }
+    }
+
+    /// Entry point for writes forwarded by followers.
+    pub async fn handle_forwarded(&self, write: ForwardedWrite) -> Result<ForwardedReply, WriteError> {
+        let timeout = self.config.write_timeout;
+        match tokio::time::timeout(timeout, self.propose_local(write.commands)).await {
+            Err(_) => Err(WriteError::NoQuorum(timeout)),
+            Ok(Ok(result)) => Ok(ForwardedReply::Done(result)),
+            Ok(Err(ProposeError::NotLeader(leader))) => Ok(ForwardedReply::NotLeader { leader }),
+            Ok(Err(ProposeError::Fatal(e))) => Err(WriteError::Fatal(e)),
+        }
+    }
+
+    async fn propose_local(&self, commands: Vec<Command>) -> Result<WriteResult, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.batcher
+            .send(PendingWrite { commands, reply })
+            .await
+            .map_err(|_| ProposeError::Fatal("batcher stopped".into()))?;
+        match tokio::time::timeout(self.config.write_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProposeError::Fatal("batcher dropped the write".into())),
+            // A leader without quorum never answers; report it as not-leader
+            // so the caller's deadline decides.
+            Err(_) => Err(ProposeError::NotLeader(None)),
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        commands: Vec<Command>,
+        deadline: tokio::time::Instant,
+    ) -> Result<WriteResult, ProposeError> {
+        let Some(address) = self.peer_address(leader) else { return Err(ProposeError::NotLeader(None)) };
+        let body = crate::raft::encode(&ForwardedWrite { commands })
+            .map_err(|e| ProposeError::Fatal(e.to_string()))?;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let response = self
+            .http
+            .post(format!("http://{address}/raft/write"))
+            .bearer_auth(&self.config.token)
+            .timeout(remaining.max(Duration::from_millis(10)))
+            .body(body)
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => {
+                tracing::debug!("leader {leader} answered {} to a forwarded write", r.status());
+                return Err(ProposeError::NotLeader(None));
+            }
+            Err(e) => {
+                tracing::debug!("forwarding to leader {leader} failed: {e}");
+                return Err(ProposeError::NotLeader(None));
+            }
+        };
+        let bytes = response.bytes().await.map_err(|_| ProposeError::NotLeader(None))?;
+        match crate::raft::decode::<ForwardedReply>(&bytes) {
+            Ok(ForwardedReply::Done(result)) => Ok(result),
+            Ok(ForwardedReply::NotLeader { leader }) => Err(ProposeError::NotLeader(leader)),
+            Err(e) => Err(ProposeError::Fatal(format!("undecodable reply from leader {leader}: {e}"))),
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: tokio::time::Instant) {
+        let mut applied = self.state.subscribe();
+        let wait = applied.wait_for(|&i| i >= index);
+        let _ = tokio::time::timeout_at(deadline, wait).await;
+    }
+
+    /// Flushes storage; called last on shutdown.
+    pub async fn flush(&self) {
+        if let Err(e) = self.store.flush().await {
+            tracing::error!("final flush failed: {e}");
+        }
+    }
+}
+
+/// Gathers pending writes into Raft entries. Several entries may be in
+/// flight; each carries up to [`MAX_COMMANDS_PER_ENTRY`] commands.
+async fn run_batcher(raft: Raft, mut rx: mpsc::Receiver<PendingWrite>, mut shutdown: watch::Receiver<bool>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
+    let mut tasks = JoinSet::new();
+    loop {
+        // Waiting for a slot first lets writes pile up while entries are in
+        // flight, which is what makes the next entry big.
+        let permit = tokio::select! {
+            _ = shutdown.changed() => break,
+            permit = in_flight.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+        };
+        let first = tokio::select! {
+            _ = shutdown.changed() => break,
+            first = rx.recv() => match first { Some(w) => w, None => break },
+        };
+        let mut batch = vec![first];
+        let mut count = batch[0].commands.len();
+        while count < MAX_COMMANDS_PER_ENTRY {
+            match rx.try_recv() {
+                Ok(w) => {
+                    count += w.commands.len();
+                    batch.push(w);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tasks.spawn(async move {
+            propose_batch(&raft, batch).await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    tasks.shutdown().await;
+}
+
+async fn propose_batch(raft: &Raft, batch: Vec<PendingWrite>) {
+    let commands: Vec<Command> = batch.iter().flat_map(|w| w.commands.iter().cloned()).collect();
+    let proposal = Proposal { now: now_millis(), commands };
+    match raft.client_write(proposal).await {
+        Ok(response) => {
+            let log_index = response.log_id.index;
+            let mut outcomes = response.data.into_iter();
+            for write in batch {
+                let mine: Vec<Outcome> = outcomes.by_ref().take(write.commands.len()).collect();
+                let _ = write.reply.send(Ok(WriteResult { log_index, outcomes: mine }));
+            }
+        }
+        Err(e) => {
+            let error = match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                    ProposeError::NotLeader(f.leader_id)
+                }
+                RaftError::APIError(other) => ProposeError::Fatal(other.to_string()),
+                RaftError::Fatal(fatal) => ProposeError::Fatal(fatal.to_string()),
+            };
+            for write in batch {
+                let _ = write.reply.send(Err(match &error {
+                    ProposeError::NotLeader(l) => ProposeError::NotLeader(*l),
+                    ProposeError::Fatal(s) => ProposeError::Fatal(s.clone()),
+                }));
+            }
+        }
+    }
+}
+
+fn desired_settings(config: &ClusterConfig) -> Settings {
+    Settings {
+        dedup_window_ms: config.dedup_window.as_millis() as u64,
+        history_retention_ms: config.history_retention.as_millis() as u64,
+        max_queued: config.max_queued,
+    }
+}
+
+/// Leader-only chores, re-checked every tick.
+async fn run_housekeeping(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_gc = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let metrics = peer.metrics();
+        if metrics.state != ServerState::Leader {
+            continue;
+        }
+        let wanted = desired_settings(&peer.config);
+        let current = *peer.state.read().funnel.settings();
+        if current != wanted {
+            // The leader's file wins: the settings then hold on every replica.
+            if let Err(e) = peer.write(vec![Command::Configure(wanted)]).await {
+                tracing::warn!("cannot replicate settings: {e}");
+            }
+        }
+        if last_gc.elapsed() >= peer.config.gc_interval {
+            last_gc = tokio::time::Instant::now();
+            match peer.write(vec![Command::Gc { limit: GC_BATCH }]).await {
+                Ok(r) => tracing::debug!("gc: {:?}", r.outcomes),
+                Err(e) => tracing::warn!("gc failed: {e}"),
+            }
+        }
+        // Configured non-voters join as learners.
+        let membership = metrics.membership_config.membership().clone();
+        for learner in peer.config.peers.iter().filter(|p| !p.voter) {
+            if membership.get_node(&learner.id).is_none() {
+                let node = BasicNode { addr: learner.address.clone() };
+                match peer.raft.add_learner(learner.id, node, false).await {
+                    Ok(_) => tracing::info!("added peer {} as a learner", learner.id),
+                    Err(e) => tracing::warn!("cannot add learner {}: {e}", learner.id),
+                }
+            }
+        }
+    }
+}
