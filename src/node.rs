@@ -433,15 +433,24 @@ async fn run_housekeeping(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) 
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_gc = tokio::time::Instant::now();
+    let mut metrics_rx = peer.raft.metrics();
+    let mut was_leader = false;
     loop {
-        tokio::select! {
+        // Metrics changes wake us at once on election, so a new leader
+        // replicates its settings before most clients find it.
+        let woken_by_metrics = tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tick.tick() => {}
-        }
-        let metrics = peer.metrics();
-        if metrics.state != ServerState::Leader {
+            _ = tick.tick() => false,
+            changed = metrics_rx.changed() => if changed.is_err() { return } else { true },
+        };
+        let is_leader = metrics_rx.borrow_and_update().state == ServerState::Leader;
+        let became_leader = is_leader && !was_leader;
+        was_leader = is_leader;
+        // Metrics change on every apply; only an election is worth a pass.
+        if !is_leader || (woken_by_metrics && !became_leader) {
             continue;
         }
+        let metrics = peer.metrics();
         let wanted = desired_settings(&peer.config);
         let current = *peer.state.read().funnel.settings();
         if current != wanted {

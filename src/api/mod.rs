@@ -234,7 +234,10 @@ fn role(state: ServerState) -> &'static str {
 /// This peer's own view.
 pub fn local_view(peer: &Peer) -> LocalView {
     let metrics = peer.metrics();
-    let stats = peer.state.read().funnel.stats();
+    let (stats, settings) = {
+        let applied = peer.state.read();
+        (applied.funnel.stats(), *applied.funnel.settings())
+    };
     LocalView {
         id: peer.id,
         role: role(metrics.state).to_string(),
@@ -245,6 +248,7 @@ pub fn local_view(peer: &Peer) -> LocalView {
         snapshot: metrics.snapshot.map(|l| l.index),
         jobs: stats.jobs,
         queued: stats.queued,
+        settings,
     }
 }
 

@@ -115,6 +115,8 @@ pub struct LocalView {
     pub snapshot: Option<u64>,
     pub jobs: u64,
     pub queued: u64,
+    /// The replicated settings this replica applies.
+    pub settings: crate::queue::Settings,
 }
 
 /// A peer as `nodes` shows it.

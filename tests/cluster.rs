@@ -1,0 +1,372 @@
+//! Multi-process tests of the replicated funnel: real `sgnode serve`
+//! processes, real HTTP, real sled files, kill -9 and restarts.
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use sgnode::api::views::{BatchItem, BatchSubmitRequest, SubmitRequest};
+use sgnode::queue::JobState;
+use util::{cli, wait_until, ClusterSpec, TestCluster, TOKEN};
+
+fn job(name: &str, key: Option<String>) -> SubmitRequest {
+    SubmitRequest { name: name.into(), command: vec!["true".into()], params: BTreeMap::new(), dedup_key: key }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_jobs_survive_leader_kill_and_full_restart() {
+    let mut cluster = TestCluster::start(ClusterSpec::default());
+    let leader = cluster.wait_leader().await;
+    let follower = cluster.follower_of(leader);
+
+    // Submit through a follower: forwarded to the leader transparently.
+    let first =
+        cluster.client(follower).submit(&job("etl", Some("nightly@1".into())), 1).await.expect("submit");
+    assert!(!first.duplicate);
+    assert_eq!(first.state, JobState::Queued);
+    // Read-your-write on the same follower.
+    let seen = cluster.client(follower).status(&first.id).await.expect("status on follower");
+    assert_eq!(seen.dedup_key, "nightly@1");
+    // Same key from another peer, different request: the same job, marked duplicate.
+    let dup =
+        cluster.client(leader).submit(&job("etl-again", Some("nightly@1".into())), 2).await.expect("dup");
+    assert_eq!((dup.id.as_str(), dup.duplicate), (first.id.as_str(), true));
+
+    let mut acked = vec![first.id.clone()];
+    for i in 0..30 {
+        let via = 1 + (i % cluster.size());
+        let r = cluster.client(via).submit(&job("burst", Some(format!("burst-{i}"))), 100 + i as u128).await;
+        acked.push(r.expect("submit in burst").id);
+    }
+
+    cluster.kill(leader);
+    let new_leader = cluster.wait_leader().await;
+    assert_ne!(new_leader, leader);
+    for id in 1..=cluster.size() {
+        if !cluster.is_running(id) {
+            continue;
+        }
+        for job_id in &acked {
+            cluster
+                .client(id)
+                .status(job_id)
+                .await
+                .unwrap_or_else(|e| panic!("job {job_id} lost on peer {id}: {e}"));
+        }
+    }
+    // Writes keep working with one peer down.
+    let after = cluster
+        .client(new_leader)
+        .submit(&job("after-failover", None), 500)
+        .await
+        .expect("submit after failover");
+    acked.push(after.id);
+
+    // The killed peer comes back and catches up.
+    cluster.start_peer(leader);
+    cluster.wait_converged().await;
+
+    // Full stop (clean) and restart: nothing acknowledged is lost, and the
+    // restart does not re-initialise the cluster.
+    for id in 1..=cluster.size() {
+        let status = cluster.stop(id).expect("peer was running");
+        assert!(status.success(), "peer {id} exited with {status}");
+    }
+    for id in 1..=cluster.size() {
+        cluster.start_peer(id);
+    }
+    cluster.wait_leader().await;
+    let digest = cluster.wait_converged().await;
+    assert_eq!(digest.len(), 64);
+    let history = cluster.client(2).history(&[("limit", "1000".into())]).await.expect("history");
+    for job_id in &acked {
+        assert!(history.iter().any(|j| &j.id == job_id), "job {job_id} missing after full restart");
+    }
+    assert_eq!(history.len(), acked.len(), "no job appeared twice or out of nowhere");
+    // The dedup key still holds across restarts.
+    let again =
+        cluster.client(3).submit(&job("etl", Some("nightly@1".into())), 3).await.expect("dup after restart");
+    assert!(again.duplicate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_minus_nine_of_all_peers_keeps_acknowledged_jobs() {
+    let mut cluster = TestCluster::start(ClusterSpec::default());
+    cluster.wait_leader().await;
+    let request =
+        BatchSubmitRequest { jobs: (0..200).map(|i| job("batch", Some(format!("b{i}")))).collect() };
+    let response = cluster.client(1).submit_batch(&request, 7).await.expect("batch");
+    let ids: Vec<String> = response
+        .results
+        .iter()
+        .map(|r| match r {
+            BatchItem::Ok(s) => s.id.clone(),
+            BatchItem::Err(e) => panic!("batch item refused: {:?}", e.error),
+        })
+        .collect();
+    // No clean shutdown anywhere: durability must come from the fsynced log.
+    for id in 1..=cluster.size() {
+        cluster.kill(id);
+    }
+    for id in 1..=cluster.size() {
+        cluster.start_peer(id);
+    }
+    cluster.wait_leader().await;
+    cluster.wait_converged().await;
+    for id in &ids {
+        cluster
+            .client(2)
+            .status(id)
+            .await
+            .unwrap_or_else(|e| panic!("job {id} lost after kill -9 of all: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_refuses_writes_with_503_instead_of_hanging() {
+    let mut cluster = TestCluster::start(ClusterSpec::default());
+    let leader = cluster.wait_leader().await;
+    let survivor = cluster.follower_of(leader);
+    for id in 1..=cluster.size() {
+        if id != survivor {
+            cluster.kill(id);
+        }
+    }
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/api/v1/jobs", cluster.url(survivor)))
+        .bearer_auth(TOKEN)
+        .json(&job("lonely", None))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("the survivor answers");
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: serde_json::Value = response.json().await.expect("json error body");
+    assert_eq!(body["error"]["code"], "no_quorum");
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    // Reads still work on the survivor.
+    cluster.client(survivor).history(&[]).await.expect("reads work without quorum");
+    // The CLI maps it to exit code 6.
+    let (code, _, err) = cli(
+        &["submit", "--url", &cluster.url(survivor), "--token", TOKEN, "--name", "x", "--", "true"],
+        cluster.dir.path(),
+    );
+    assert_eq!(code, 6, "stderr: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_request_id_returns_the_first_answer() {
+    let cluster = TestCluster::start(ClusterSpec::default());
+    let leader = cluster.wait_leader().await;
+    let follower = cluster.follower_of(leader);
+    let request_id = 0xfeed_u128;
+    let first = cluster.client(follower).submit(&job("once", None), request_id).await.expect("first");
+    let retry = cluster.client(leader).submit(&job("once", None), request_id).await.expect("retry");
+    assert_eq!(first, retry, "a retry is not a duplicate: it is the same request");
+    let jobs = cluster.client(leader).history(&[("name", "once".into())]).await.expect("history");
+    assert_eq!(jobs.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_specific_errors_and_changes_nothing() {
+    let cluster =
+        TestCluster::start(ClusterSpec { voters: 1, learners: 0, extra: "max_queued = 2\n".into() });
+    cluster.wait_leader().await;
+    let url = cluster.url(1);
+    let http = reqwest::Client::new();
+    let post = |body: Vec<u8>, token: Option<&str>| {
+        let mut req =
+            http.post(format!("{url}/api/v1/jobs")).body(body).header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let check = |status: u16, code: &'static str, needle: &'static str| {
+        move |r: reqwest::Response| async move {
+            assert_eq!(r.status().as_u16(), status);
+            let body: serde_json::Value = r.json().await.expect("json error");
+            assert_eq!(body["error"]["code"], code, "{body}");
+            let message = body["error"]["message"].as_str().unwrap_or_default().to_string();
+            assert!(message.contains(needle), "message {message:?} should mention {needle:?}");
+        }
+    };
+    check(400, "invalid_request", "JSON")(post(b"{not json".to_vec(), Some(TOKEN)).await.unwrap()).await;
+    check(400, "invalid_request", "name")(
+        post(br#"{"command":["true"]}"#.to_vec(), Some(TOKEN)).await.unwrap(),
+    )
+    .await;
+    check(400, "invalid_request", "name")(
+        post(br#"{"name":"","command":["true"]}"#.to_vec(), Some(TOKEN)).await.unwrap(),
+    )
+    .await;
+    check(400, "invalid_request", "priorty")(
+        post(br#"{"name":"x","command":["true"],"priorty":1}"#.to_vec(), Some(TOKEN)).await.unwrap(),
+    )
+    .await;
+    check(400, "invalid_request", "params.9x")(
+        post(br#"{"name":"x","command":["true"],"params":{"9x":"v"}}"#.to_vec(), Some(TOKEN)).await.unwrap(),
+    )
+    .await;
+    // A body over the limit is refused from its Content-Length, before it is
+    // read (so a client still sending it may see the connection close).
+    let head = too_large_head(&url, 5 * 1024 * 1024);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains("request_too_large"), "{head}");
+    check(401, "unauthorized", "token")(
+        post(br#"{"name":"x","command":["true"]}"#.to_vec(), None).await.unwrap(),
+    )
+    .await;
+    check(401, "unauthorized", "token")(
+        post(br#"{"name":"x","command":["true"]}"#.to_vec(), Some("wrong")).await.unwrap(),
+    )
+    .await;
+    // Raft RPCs are guarded too.
+    let raft = http.post(format!("{url}/raft/vote")).body(vec![1, 2, 3]).send().await.unwrap();
+    assert_eq!(raft.status().as_u16(), 401);
+    let raft =
+        http.post(format!("{url}/raft/vote")).bearer_auth(TOKEN).body(vec![1, 2, 3]).send().await.unwrap();
+    assert_eq!(raft.status().as_u16(), 400, "garbage raft bodies are refused, not fatal");
+    check(404, "not_found", "999")(http.get(format!("{url}/api/v1/jobs/999")).send().await.unwrap()).await;
+    check(400, "invalid_request", "state")(
+        http.get(format!("{url}/api/v1/jobs?state=sleeping")).send().await.unwrap(),
+    )
+    .await;
+    // None of that created a job, and the peer is still healthy.
+    let jobs = cluster.client(1).history(&[]).await.expect("history");
+    assert!(jobs.is_empty(), "bad requests created {jobs:?}");
+
+    // The queue bound (max_queued = 2) refuses with 429 queue_full...
+    let client = cluster.client(1);
+    wait_until("replicated max_queued", Duration::from_secs(10), || async {
+        (client.local().await.ok()?.settings.max_queued == 2).then_some(())
+    })
+    .await;
+    client.submit(&job("fill", Some("fill-a".into())), 11).await.expect("first fits");
+    client.submit(&job("fill", Some("fill-b".into())), 12).await.expect("second fits");
+    let full = client.submit(&job("fill", Some("fill-c".into())), 13).await.expect_err("third is refused");
+    assert_eq!((full.status(), full.code()), (Some(429), Some("queue_full")));
+    // ...and the CLI exits with 5.
+    let (code, _, err) =
+        cli(&["submit", "--url", &url, "--token", TOKEN, "--name", "x", "--", "true"], cluster.dir.path());
+    assert_eq!(code, 5, "stderr: {err}");
+    assert!(err.contains("queue is full"), "{err}");
+    // Duplicates are still answered when full.
+    let dup = client.submit(&job("fill", Some("fill-a".into())), 14).await.expect("dup while full");
+    assert!(dup.duplicate);
+    // Other CLI exit codes.
+    let (code, _, _) = cli(&["status", "--url", &url, "424242"], cluster.dir.path());
+    assert_eq!(code, 4);
+    let (code, _, _) =
+        cli(&["submit", "--url", &url, "--token", "nope", "--name", "x", "--", "true"], cluster.dir.path());
+    assert_eq!(code, 3);
+}
+
+/// Sends only the head of a huge POST and returns the raw answer.
+fn too_large_head(url: &str, length: usize) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let head = format!(
+        "POST /api/v1/jobs HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("write head");
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).expect("read answer");
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
+#[test]
+fn unknown_config_key_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        "max_queud = 3\n[[peer]]\nid = 1\naddress = \"127.0.0.1:1\"\ndata_dir = \"p1\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = cli(&["serve", "--config", config.to_str().unwrap(), "--id", "1"], dir.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("max_queud"), "the error names the key: {err}");
+    let (code, _, err) = cli(&["serve", "--config", "/nonexistent/cluster.toml", "--id", "1"], dir.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("/nonexistent/cluster.toml"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_replicates_serves_reads_and_forwards_writes() {
+    let cluster = TestCluster::start(ClusterSpec { voters: 3, learners: 1, extra: String::new() });
+    cluster.wait_leader().await;
+    let learner = cluster.client(4);
+    wait_until("peer 4 to join as a learner", Duration::from_secs(20), || async {
+        let view = learner.local().await.ok()?;
+        (view.role == "learner" && view.leader.is_some()).then_some(())
+    })
+    .await;
+    let submitted = learner.submit(&job("via-learner", None), 77).await.expect("write through a learner");
+    let seen = learner.status(&submitted.id).await.expect("learner reads its write");
+    assert_eq!(seen.name, "via-learner");
+    let nodes = cluster.client(1).nodes().await.expect("nodes");
+    let four = nodes.nodes.iter().find(|n| n.id == 4).expect("peer 4 listed");
+    assert!(!four.voter && four.reachable);
+    assert_eq!(nodes.nodes.iter().filter(|n| n.voter).count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_round_trip_with_json_output() {
+    let cluster = TestCluster::start(ClusterSpec::default());
+    let leader = cluster.wait_leader().await;
+    let url = cluster.url(cluster.follower_of(leader));
+    let dir = cluster.dir.path();
+    let submit = [
+        "submit",
+        "--url",
+        &url,
+        "--token",
+        TOKEN,
+        "--json",
+        "--name",
+        "report",
+        "--param",
+        "date=2026-12-04",
+        "--",
+        "echo",
+        "hi",
+    ];
+    let (code, out, err) = cli(&submit, dir);
+    assert_eq!(code, 0, "{err}");
+    let first: serde_json::Value = serde_json::from_str(&out).expect("submit --json");
+    assert_eq!(first["duplicate"], false);
+    let (_, out, _) = cli(&submit, dir);
+    let second: serde_json::Value = serde_json::from_str(&out).expect("submit --json");
+    assert_eq!((&second["id"], &second["duplicate"]), (&first["id"], &serde_json::Value::Bool(true)));
+    let id = first["id"].as_str().expect("id is a string");
+    let (code, out, _) = cli(&["status", "--url", &url, "--json", id], dir);
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status --json");
+    for field in ["id", "name", "state", "dedup_key", "submitted_at"] {
+        assert!(status.get(field).is_some(), "status lacks {field}: {status}");
+    }
+    assert_eq!(status["params"]["date"], "2026-12-04");
+    let (code, out, _) = cli(&["history", "--url", &url, "--json", "--name", "report"], dir);
+    assert_eq!(code, 0);
+    let history: Vec<serde_json::Value> = serde_json::from_str(&out).expect("history --json");
+    assert_eq!(history.len(), 1);
+    let (code, out, _) = cli(&["nodes", "--url", &url, "--json"], dir);
+    assert_eq!(code, 0);
+    let nodes: serde_json::Value = serde_json::from_str(&out).expect("nodes --json");
+    assert_eq!(nodes["leader"], leader);
+    assert_eq!(nodes["nodes"].as_array().map(Vec::len), Some(3));
+    assert!(nodes["nodes"][0].get("last_applied").is_some());
+    let (code, out, _) = cli(&["cancel", "--url", &url, "--token", TOKEN, id], dir);
+    assert_eq!(code, 0);
+    assert!(out.contains("cancelled"));
+    let (code, _, err) = cli(&["history", "--url", &url, "--state", "nope"], dir);
+    assert_eq!(code, 2, "{err}");
+}
