@@ -73,6 +73,13 @@ start() {
     if curl -fsS "$url/api/v1/local" 2>/dev/null | grep -q '"leader":[0-9]'; then break; fi
     sleep 0.1
   done
+  for i in $(seq 1 "$n"); do
+    if ! pid_alive "$home/peer$i.pid"; then
+      echo "peer $i exited at start; last lines of $home/peer$i.log:" >&2
+      tail -n 5 "$home/peer$i.log" >&2
+      exit 1
+    fi
+  done
   echo "started $n peers under $home (logs: $home/peer*.log)"
   echo "run this in your shell (also in $home/env):"
   cat "$home/env"

@@ -84,10 +84,8 @@ impl SubmitBench {
                     }
                     let jobs: Vec<SubmitRequest> = (first..(first + batch).min(total))
                         .map(|i| SubmitRequest {
-                            name: "bench".into(),
-                            command: vec!["true".into()],
-                            params: Default::default(),
                             dedup_key: Some(format!("bench-{run_id:08x}-{i}")),
+                            ..SubmitRequest::new("bench", vec!["true".into()])
                         })
                         .collect();
                     let t = Instant::now();

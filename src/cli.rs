@@ -41,9 +41,11 @@ pub enum CliCommand {
         /// Dedup key; by default derived from name, params and command.
         #[arg(long)]
         dedup_key: Option<String>,
-        /// A parameter, NAME=VALUE; repeatable.
+        /// A parameter, NAME=VALUE; repeatable. Reaches the job as SG_PARAM_<NAME>.
         #[arg(long = "param", value_parser = parse_param)]
         params: Vec<(String, String)>,
+        #[command(flatten)]
+        resources: ResourceArgs,
         /// Program and arguments to run, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -75,7 +77,17 @@ pub enum CliCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Cancel a queued job.
+    /// Print a job's output, from any peer.
+    Logs {
+        #[command(flatten)]
+        conn: Connection,
+        /// Job id.
+        id: String,
+        /// Attempt number [default: the latest].
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
+    /// Cancel a job: dequeue it, or kill it if it runs.
     Cancel {
         #[command(flatten)]
         conn: Connection,
@@ -86,6 +98,14 @@ pub enum CliCommand {
     Nodes {
         #[command(flatten)]
         conn: Connection,
+    },
+    /// Internal: the fencing guard a worker starts next to itself.
+    #[command(hide = true)]
+    Guard {
+        #[arg(long)]
+        work_dir: PathBuf,
+        #[arg(long)]
+        parent: i32,
     },
     /// Load generators (see the README for figures).
     Bench {
@@ -98,6 +118,26 @@ pub enum CliCommand {
 pub enum BenchCommand {
     /// Submit unique jobs from many concurrent clients and report rate and latency.
     Submit(crate::bench::SubmitBench),
+}
+
+/// What a job asks of the cluster.
+#[derive(Debug, Clone, Args)]
+pub struct ResourceArgs {
+    /// Slots the job occupies while it runs.
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// Memory to reserve, MiB.
+    #[arg(long = "mem")]
+    pub mem_mb: Option<u64>,
+    /// Higher runs first.
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    /// Retries after a failed or timed-out attempt, with exponential backoff.
+    #[arg(long)]
+    pub retries: Option<u32>,
+    /// Kill the attempt's process group after this long (e.g. 30s, 2h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// How to reach a peer.
@@ -162,9 +202,18 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         CliCommand::Serve { config, id } => serve(&config, id).await,
-        CliCommand::Submit { conn, name, dedup_key, params, command } => {
+        CliCommand::Submit { conn, name, dedup_key, params, resources, command } => {
             let client = conn.client()?;
-            let request = SubmitRequest { name, command, params: params.into_iter().collect(), dedup_key };
+            let request = SubmitRequest {
+                params: params.into_iter().collect(),
+                dedup_key,
+                slots: resources.slots,
+                mem_mb: resources.mem_mb,
+                priority: resources.priority,
+                retries: resources.retries,
+                timeout_ms: resources.timeout.map(|t| t.as_millis() as u64),
+                ..SubmitRequest::new(&name, command)
+            };
             let response = client.submit(&request, rand::random()).await.map_err(Exit)?;
             if conn.json {
                 print_json(&response)
@@ -200,6 +249,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_history(&jobs);
             Ok(())
         }
+        CliCommand::Logs { conn, id, attempt } => {
+            let (source, text) = conn.client()?.logs(&id, attempt).await.map_err(Exit)?;
+            if source == "tail" {
+                eprintln!("(the worker that ran it does not answer: showing the last 64 KiB kept in the job record)");
+            }
+            print!("{text}");
+            Ok(())
+        }
         CliCommand::Cancel { conn, id } => {
             let response = conn.client()?.cancel(&id).await.map_err(Exit)?;
             if conn.json {
@@ -216,6 +273,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_nodes(&view);
             Ok(())
         }
+        CliCommand::Guard { work_dir, parent } => {
+            crate::runner::guard::run_guard(&work_dir, parent);
+            Ok(())
+        }
         CliCommand::Bench { which: BenchCommand::Submit(bench) } => bench.run().await,
     }
 }
@@ -230,6 +291,37 @@ fn print_job(job: &JobView) {
     println!("command:      {}", job.command.join(" "));
     for (k, v) in &job.params {
         println!("param:        {k}={v}");
+    }
+    let timeout = job.timeout_ms.map_or("none".to_string(), |t| format!("{t} ms"));
+    println!(
+        "resources:    {} slot(s), {} MiB, priority {}, retries {}, timeout {timeout}",
+        job.slots, job.mem_mb, job.priority, job.retries
+    );
+    if job.cancel_requested {
+        println!("cancel:       requested");
+    }
+    if !job.attempts.is_empty() {
+        println!("attempts:");
+        println!(
+            "  {:>3}  {:>4}  {:<24}  {:<10}  {:>9}  REASON",
+            "N", "NODE", "STARTED", "OUTCOME", "DURATION"
+        );
+    }
+    for a in &job.attempts {
+        let outcome = a.outcome.map_or_else(
+            || if a.started_at.is_some() { "running" } else { "assigned" }.to_string(),
+            |o| serde_json::to_value(o).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        );
+        let duration = a.duration_ms.map_or("-".to_string(), |d| format!("{:.1}s", d as f64 / 1000.0));
+        println!(
+            "  {:>3}  {:>4}  {:<24}  {:<10}  {:>9}  {}",
+            a.number,
+            a.node,
+            a.started_at.as_deref().unwrap_or("-"),
+            outcome,
+            duration,
+            a.reason.as_deref().unwrap_or("")
+        );
     }
 }
 
@@ -256,14 +348,19 @@ fn print_nodes(view: &NodesView) {
     );
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     for n in &view.nodes {
+        let slots = n.slots.map_or("-".to_string(), |s| format!("{}/{s}", n.slots_used));
+        let mem = n.mem_mb.map_or("-".to_string(), |m| format!("{}/{m}", n.mem_used_mb));
+        let role = if n.lost { format!("{} (lost)", n.role) } else { n.role.clone() };
         println!(
-            "{:>4}  {:<26}  {:<11}  {:<5}  {:>10}  {:>12}",
+            "{:>4}  {:<26}  {:<11}  {:<5}  {:>10}  {:>12}  {:>7}  {:>11}",
             n.id,
             n.url,
-            n.role,
+            role,
             if n.voter { "yes" } else { "no" },
             opt(n.last_log),
-            opt(n.last_applied)
+            opt(n.last_applied),
+            slots,
+            mem
         );
     }
 }

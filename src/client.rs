@@ -167,6 +167,47 @@ impl Client {
         self.send(self.http.get(&url).query(query), &url).await
     }
 
+    /// An attempt's log (the latest attempt when `attempt` is None), and
+    /// where it came from: `file` or `peer` (complete), or `tail` (the last
+    /// 64 KiB kept in the replicated record, when the worker is gone).
+    ///
+    /// # Errors
+    /// `not_found` for an unknown job or attempt; `unavailable` while the
+    /// worker of a running attempt cannot be reached.
+    pub async fn logs(&self, id: &str, attempt: Option<u32>) -> Result<(String, String), ClientError> {
+        let url = self.url(&format!("jobs/{id}/logs"));
+        let mut request = self.http.get(&url);
+        if let Some(a) = attempt {
+            request = request.query(&[("attempt", a)]);
+        }
+        let response = request.send().await.map_err(|source| {
+            if source.is_connect() {
+                ClientError::Unreachable { url: url.clone(), source }
+            } else {
+                ClientError::Http { url: url.clone(), source }
+            }
+        })?;
+        let status = response.status();
+        let source = response
+            .headers()
+            .get(crate::api::LOG_SOURCE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("file")
+            .to_string();
+        let bytes =
+            response.bytes().await.map_err(|source| ClientError::Http { url: url.clone(), source })?;
+        if status.is_success() {
+            return Ok((source, String::from_utf8_lossy(&bytes).into_owned()));
+        }
+        let envelope: Option<ErrorEnvelope> = serde_json::from_slice(&bytes).ok();
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            code: envelope.as_ref().map_or("http_error".into(), |e| e.error.code.clone()),
+            message: envelope
+                .map_or_else(|| String::from_utf8_lossy(&bytes).into_owned(), |e| e.error.message),
+        })
+    }
+
     /// Cancels a queued job.
     ///
     /// # Errors

@@ -53,6 +53,19 @@ pub struct ClusterConfig {
     /// How long a write may wait for a leader/quorum before it gets 503.
     #[serde(default = "default_write_timeout", with = "humantime_serde")]
     pub write_timeout: Duration,
+    /// A worker runs attempts only while its lease, renewed by heartbeats to
+    /// the leader, is fresh; past it the worker kills its own attempts.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
+    /// The leader declares a silent node lost (and requeues its attempts)
+    /// after this long. Must exceed `lease` by at least one second, so the
+    /// worker has fenced itself before its jobs run elsewhere.
+    #[serde(default = "default_node_timeout", with = "humantime_serde")]
+    pub node_timeout: Duration,
+    /// First retry of a failed attempt waits this long; each further retry
+    /// doubles it (up to 64x).
+    #[serde(default = "default_retry_backoff", with = "humantime_serde")]
+    pub retry_backoff: Duration,
     /// Raft timing; defaults are tuned for a loaded 2-core machine with fsyncs.
     #[serde(default)]
     pub raft: RaftTiming,
@@ -105,6 +118,12 @@ pub struct PeerConfig {
     /// replicate, serve reads, forward writes and (later) run jobs.
     #[serde(default = "default_true")]
     pub voter: bool,
+    /// Job slots this peer offers (a job takes 1 unless it asks for more).
+    #[serde(default = "default_slots")]
+    pub slots: u32,
+    /// Memory this peer offers to jobs, MiB.
+    #[serde(default = "default_mem_mb")]
+    pub mem_mb: u64,
 }
 
 fn default_cluster_name() -> String {
@@ -124,6 +143,21 @@ fn default_gc_interval() -> Duration {
 }
 fn default_write_timeout() -> Duration {
     Duration::from_secs(5)
+}
+fn default_lease() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_node_timeout() -> Duration {
+    Duration::from_secs(8)
+}
+fn default_retry_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_slots() -> u32 {
+    2
+}
+fn default_mem_mb() -> u64 {
+    4096
 }
 fn default_heartbeat_ms() -> u64 {
     100
@@ -190,6 +224,20 @@ impl ClusterConfig {
                     peer.id, peer.address
                 )));
             }
+        }
+        if let Some(p) = self.peers.iter().find(|p| p.slots == 0) {
+            return Err(ConfigError::Invalid(format!("peer {}: slots must be at least 1", p.id)));
+        }
+        if self.lease < Duration::from_millis(500) {
+            return Err(ConfigError::Invalid("lease must be at least 500ms".into()));
+        }
+        if self.node_timeout < self.lease + Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(format!(
+                "node_timeout ({}) must exceed lease ({}) by at least 1s, or a partitioned worker's \
+                 jobs could run twice",
+                humantime::format_duration(self.node_timeout),
+                humantime::format_duration(self.lease)
+            )));
         }
         if !self.peers.iter().any(|p| p.voter) {
             return Err(ConfigError::Invalid("at least one peer must have voter = true".into()));

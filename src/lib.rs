@@ -7,11 +7,16 @@
 //!   machine adapter, HTTP transport.
 //! - [`node`]: a running peer: bootstrap, write path (batching, forwarding,
 //!   idempotent retries), leader housekeeping, shutdown.
+//! - [`arbiter`]: the leader's placement loop and node-liveness monitor.
+//! - [`runner`]: execution on each worker: process runner, shell runner,
+//!   worker loop with lease and heartbeats, fencing guard.
 //! - [`api`]: the HTTP surface: client API, Raft RPCs, errors.
 //! - [`client`]: typed HTTP client used by the CLI and the benchmark.
 //! - [`cli`]: the `sgnode` command line (the only place `anyhow` is used).
+//! - [`bench`]: load generators behind `sgnode bench`.
 
 pub mod api;
+pub mod arbiter;
 pub mod bench;
 pub mod cli;
 pub mod client;
@@ -19,3 +24,4 @@ pub mod config;
 pub mod node;
 pub mod queue;
 pub mod raft;
+pub mod runner;

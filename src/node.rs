@@ -104,6 +104,25 @@ enum ProposeError {
     Fatal(String),
 }
 
+/// A worker's liveness signal to the leader (a plain RPC, not a log entry).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: NodeId,
+    pub incarnation: u64,
+}
+
+/// The leader's answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeartbeatReply {
+    /// Lease renewed: this incarnation is alive in the leader's state.
+    Alive,
+    /// Ask the leader instead (or nobody can confirm leadership now).
+    NotLeader { leader: Option<NodeId> },
+    /// The leader considers this incarnation gone (lost or superseded): the
+    /// worker must stop its attempts and register again.
+    Stale,
+}
+
 /// A running peer. Cheap to share behind an `Arc`.
 pub struct Peer {
     pub id: NodeId,
@@ -115,6 +134,8 @@ pub struct Peer {
     /// Client for forwarding writes and asking other peers for their status.
     pub http: reqwest::Client,
     shutdown: watch::Receiver<bool>,
+    /// Leader only: when each worker's last heartbeat arrived.
+    liveness: std::sync::Mutex<std::collections::HashMap<NodeId, std::time::Instant>>,
 }
 
 /// Wall clock in milliseconds; only ever read outside the state machine.
@@ -179,11 +200,14 @@ impl Peer {
             batcher: batcher_tx,
             http,
             shutdown: shutdown.clone(),
+            liveness: Default::default(),
         });
 
         let mut tasks = JoinSet::new();
         tasks.spawn(run_batcher(peer.raft.clone(), batcher_rx, shutdown.clone()));
-        tasks.spawn(run_housekeeping(peer.clone(), shutdown));
+        tasks.spawn(run_housekeeping(peer.clone(), shutdown.clone()));
+        tasks.spawn(crate::arbiter::run_arbiter(peer.clone(), shutdown.clone()));
+        tasks.spawn(crate::runner::worker::run_worker(peer.clone(), shutdown));
         Ok((peer, tasks))
     }
 
@@ -345,6 +369,81 @@ impl Peer {
         let _ = tokio::time::timeout_at(deadline, wait).await;
     }
 
+    /// Leader side of a heartbeat. Leadership is confirmed with a quorum
+    /// round first: a deposed leader that does not know it yet must not
+    /// renew leases, or a partitioned worker could keep running a job the
+    /// new leader already gave to someone else.
+    pub async fn handle_heartbeat(&self, heartbeat: &Heartbeat) -> HeartbeatReply {
+        let metrics = self.metrics();
+        if metrics.state != ServerState::Leader {
+            return HeartbeatReply::NotLeader { leader: metrics.current_leader };
+        }
+        let confirm = Duration::from_millis(self.config.raft.election_min_ms);
+        match tokio::time::timeout(confirm, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            _ => return HeartbeatReply::NotLeader { leader: None },
+        }
+        let alive = {
+            let applied = self.state.read();
+            applied
+                .funnel
+                .nodes()
+                .get(&heartbeat.node)
+                .is_some_and(|n| !n.lost && n.incarnation == heartbeat.incarnation)
+        };
+        if !alive {
+            return HeartbeatReply::Stale;
+        }
+        self.liveness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(heartbeat.node, std::time::Instant::now());
+        HeartbeatReply::Alive
+    }
+
+    /// When the leader last heard from `node` (leader only).
+    pub fn last_heartbeat(&self, node: NodeId) -> Option<std::time::Instant> {
+        self.liveness.lock().unwrap_or_else(|p| p.into_inner()).get(&node).copied()
+    }
+
+    /// Forgets heartbeats (on losing or gaining leadership: a new term
+    /// starts from a clean slate).
+    pub fn reset_liveness(&self) {
+        self.liveness.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Sends a heartbeat to the current leader (or handles it locally).
+    pub async fn send_heartbeat(&self, heartbeat: &Heartbeat) -> HeartbeatReply {
+        let leader = self.metrics().current_leader;
+        let Some(leader) = leader else { return HeartbeatReply::NotLeader { leader: None } };
+        if leader == self.id {
+            return self.handle_heartbeat(heartbeat).await;
+        }
+        let Some(address) = self.peer_address(leader) else {
+            return HeartbeatReply::NotLeader { leader: None };
+        };
+        let Ok(body) = crate::raft::encode(heartbeat) else {
+            return HeartbeatReply::NotLeader { leader: None };
+        };
+        let response = self
+            .http
+            .post(format!("http://{address}/raft/heartbeat"))
+            .bearer_auth(&self.config.token)
+            .timeout(Duration::from_millis(self.config.raft.election_min_ms * 2))
+            .body(body)
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().is_success() => match r.bytes().await {
+                Ok(bytes) => {
+                    crate::raft::decode(&bytes).unwrap_or(HeartbeatReply::NotLeader { leader: None })
+                }
+                Err(_) => HeartbeatReply::NotLeader { leader: None },
+            },
+            _ => HeartbeatReply::NotLeader { leader: None },
+        }
+    }
+
     /// Flushes storage; called last on shutdown.
     pub async fn flush(&self) {
         if let Err(e) = self.store.flush().await {
@@ -425,6 +524,7 @@ fn desired_settings(config: &ClusterConfig) -> Settings {
         dedup_window_ms: config.dedup_window.as_millis() as u64,
         history_retention_ms: config.history_retention.as_millis() as u64,
         max_queued: config.max_queued,
+        retry_backoff_ms: config.retry_backoff.as_millis() as u64,
     }
 }
 

@@ -3,7 +3,6 @@
 
 mod util;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sgnode::api::views::{BatchItem, BatchSubmitRequest, SubmitRequest};
@@ -11,7 +10,7 @@ use sgnode::queue::JobState;
 use util::{cli, wait_until, ClusterSpec, TestCluster, TOKEN};
 
 fn job(name: &str, key: Option<String>) -> SubmitRequest {
-    SubmitRequest { name: name.into(), command: vec!["true".into()], params: BTreeMap::new(), dedup_key: key }
+    SubmitRequest { dedup_key: key, ..SubmitRequest::new(name, vec!["true".into()]) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +165,9 @@ async fn retried_request_id_returns_the_first_answer() {
     let request_id = 0xfeed_u128;
     let first = cluster.client(follower).submit(&job("once", None), request_id).await.expect("first");
     let retry = cluster.client(leader).submit(&job("once", None), request_id).await.expect("retry");
-    assert_eq!(first, retry, "a retry is not a duplicate: it is the same request");
+    // A retry is not a duplicate: it is the same request, answered as the
+    // first time (the state may have moved on since).
+    assert_eq!((first.id.as_str(), first.duplicate), (retry.id.as_str(), false));
     let jobs = cluster.client(leader).history(&[("name", "once".into())]).await.expect("history");
     assert_eq!(jobs.len(), 1);
 }
@@ -240,12 +241,25 @@ async fn bad_input_gets_specific_errors_and_changes_nothing() {
     let jobs = cluster.client(1).history(&[]).await.expect("history");
     assert!(jobs.is_empty(), "bad requests created {jobs:?}");
 
-    // The queue bound (max_queued = 2) refuses with 429 queue_full...
+    // The queue bound (max_queued = 2) refuses with 429 queue_full. The
+    // peer's two slots are taken by sleepers first, so the rest stays queued.
     let client = cluster.client(1);
     wait_until("replicated max_queued", Duration::from_secs(10), || async {
         (client.local().await.ok()?.settings.max_queued == 2).then_some(())
     })
     .await;
+    for i in 0..2 {
+        let sleeper = SubmitRequest::new(&format!("sleeper{i}"), vec!["sleep".into(), "60".into()]);
+        let s = client.submit(&sleeper, 20 + i).await.expect("sleeper");
+        wait_until("the sleeper to run", Duration::from_secs(20), || async {
+            (client.status(&s.id).await.ok()?.state == JobState::Running).then_some(())
+        })
+        .await;
+    }
+    // A job larger than any peer is refused outright, not queued forever.
+    let big =
+        client.submit(&SubmitRequest { slots: Some(3), ..job("big", None) }, 30).await.expect_err("too big");
+    assert_eq!((big.status(), big.code()), (Some(422), Some("unschedulable")));
     client.submit(&job("fill", Some("fill-a".into())), 11).await.expect("first fits");
     client.submit(&job("fill", Some("fill-b".into())), 12).await.expect("second fits");
     let full = client.submit(&job("fill", Some("fill-c".into())), 13).await.expect_err("third is refused");
@@ -364,9 +378,16 @@ async fn cli_round_trip_with_json_output() {
     assert_eq!(nodes["leader"], leader);
     assert_eq!(nodes["nodes"].as_array().map(Vec::len), Some(3));
     assert!(nodes["nodes"][0].get("last_applied").is_some());
-    let (code, out, _) = cli(&["cancel", "--url", &url, "--token", TOKEN, id], dir);
-    assert_eq!(code, 0);
-    assert!(out.contains("cancelled"));
+    // It ran by now; cancelling a finished job is a conflict (exit 7).
+    let client = cluster.client(leader);
+    wait_until("the report job to finish", Duration::from_secs(20), || async {
+        client.status(id).await.ok().filter(|j| j.state.is_terminal())
+    })
+    .await;
+    let (code, _, err) = cli(&["cancel", "--url", &url, "--token", TOKEN, id], dir);
+    assert_eq!(code, 7, "{err}");
+    let (code, out, _) = cli(&["logs", "--url", &url, id], dir);
+    assert_eq!((code, out.as_str()), (0, "hi\n"));
     let (code, _, err) = cli(&["history", "--url", &url, "--state", "nope"], dir);
     assert_eq!(code, 2, "{err}");
 }

@@ -24,6 +24,8 @@ pub enum ApiError {
     TooLarge(u64),
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -36,12 +38,13 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Funnel(FunnelError::QueueFull { .. }) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Funnel(FunnelError::Invalid { .. }) => StatusCode::BAD_REQUEST,
+            ApiError::Funnel(FunnelError::Unschedulable { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Funnel(FunnelError::NotFound { .. }) => StatusCode::NOT_FOUND,
             ApiError::Funnel(FunnelError::WrongState { .. }) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Write(WriteError::NoQuorum(_)) | ApiError::Write(WriteError::ShuttingDown) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Write(WriteError::NoQuorum(_))
+            | ApiError::Write(WriteError::ShuttingDown)
+            | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Write(WriteError::Fatal(_)) | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -56,12 +59,14 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Funnel(FunnelError::QueueFull { .. }) => "queue_full",
             ApiError::Funnel(FunnelError::Invalid { .. }) => "invalid_request",
+            ApiError::Funnel(FunnelError::Unschedulable { .. }) => "unschedulable",
             ApiError::Funnel(FunnelError::NotFound { .. }) => "not_found",
             ApiError::Funnel(FunnelError::WrongState { .. }) => "wrong_state",
             ApiError::TooLarge(_) => "request_too_large",
             ApiError::Write(WriteError::NoQuorum(_)) | ApiError::Write(WriteError::ShuttingDown) => {
                 "no_quorum"
             }
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Write(WriteError::Fatal(_)) | ApiError::Internal(_) => "internal",
         }
     }

@@ -221,6 +221,95 @@ fn history(peer: &Peer, params: BTreeMap<String, String>) -> Result<Response, Ap
     Ok(json(StatusCode::OK, &jobs))
 }
 
+/// Where a log answer came from (`x-sgnode-log-source`).
+pub const LOG_SOURCE_HEADER: &str = "x-sgnode-log-source";
+
+fn text(source: &'static str, body: Vec<u8>) -> Response {
+    let mut response = warp::reply::Response::new(body.into());
+    let headers = response.headers_mut();
+    headers.insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(LOG_SOURCE_HEADER, warp::http::HeaderValue::from_static(source));
+    response
+}
+
+/// An attempt's log: from this peer's disk if it ran here, else fetched
+/// from the peer that ran it, else the tail kept in the replicated record.
+async fn logs(
+    peer: Arc<Peer>,
+    raw_id: String,
+    params: BTreeMap<String, String>,
+) -> Result<Response, ApiError> {
+    let id = parse_job_id(&raw_id)?;
+    let local_only = params.get("local").is_some_and(|v| v == "1" || v == "true");
+    let wanted: Option<u32> = match params.get("attempt") {
+        None => None,
+        Some(a) => Some(
+            a.parse()
+                .map_err(|_| ApiError::BadRequest(format!("query `attempt` must be a number, got {a:?}")))?,
+        ),
+    };
+    let (attempt, node_addr, tail) = {
+        let applied = peer.state.read();
+        let job = applied
+            .funnel
+            .job(id)
+            .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist on this peer")))?;
+        let attempt = match wanted {
+            Some(n) => job.attempts.iter().find(|a| a.number == n),
+            None => job.attempts.last(),
+        }
+        .ok_or_else(|| match wanted {
+            Some(n) => {
+                ApiError::NotFound(format!("job {id} has no attempt {n} (it has {})", job.attempts.len()))
+            }
+            None => ApiError::NotFound(format!("job {id} has not been placed yet: no log")),
+        })?;
+        let addr = applied.funnel.nodes().get(&attempt.node).map(|n| n.addr.clone());
+        let tail = attempt.end.as_ref().map(|e| e.log_tail.clone());
+        ((attempt.number, attempt.node), addr, tail)
+    };
+    let (number, node) = attempt;
+    if node == peer.id {
+        let path = crate::runner::worker::log_path(
+            &peer.config.peer(peer.id).map(|p| p.data_dir.clone()).unwrap_or_default(),
+            id,
+            number,
+        );
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => return Ok(text("file", bytes)),
+            Err(_) if local_only => {
+                return Err(ApiError::NotFound(format!("no log file for job {id} attempt {number} here")))
+            }
+            Err(_) => {}
+        }
+    } else if local_only {
+        return Err(ApiError::NotFound(format!("job {id} attempt {number} did not run on peer {}", peer.id)));
+    } else if let Some(addr) = node_addr {
+        let fetched = peer
+            .http
+            .get(format!("http://{addr}/api/v1/jobs/{id}/logs?attempt={number}&local=1"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if let Ok(r) = fetched {
+            if r.status().is_success() {
+                if let Ok(bytes) = r.bytes().await {
+                    return Ok(text("peer", bytes.to_vec()));
+                }
+            }
+        }
+    }
+    match tail {
+        Some(tail) => Ok(text("tail", tail.into_bytes())),
+        None => Err(ApiError::Unavailable(format!(
+            "job {id} attempt {number} runs on peer {node}, which does not answer; its log tail is kept once it ends"
+        ))),
+    }
+}
+
 fn role(state: ServerState) -> &'static str {
     match state {
         ServerState::Leader => "leader",
@@ -267,6 +356,10 @@ async fn nodes(peer: Arc<Peer>) -> Result<Response, ApiError> {
         let peer = peer.clone();
         let me = me.clone();
         let voter = voters.contains(&id);
+        let (registered, used) = {
+            let applied = peer.state.read();
+            (applied.funnel.nodes().get(&id).cloned(), applied.funnel.used(id))
+        };
         async move {
             let url = format!("http://{address}");
             let view = if id == peer.id {
@@ -293,6 +386,11 @@ async fn nodes(peer: Arc<Peer>) -> Result<Response, ApiError> {
                 term: view.as_ref().map(|v| v.term),
                 last_log: view.as_ref().and_then(|v| v.last_log),
                 last_applied: view.as_ref().and_then(|v| v.last_applied),
+                slots: registered.as_ref().map(|n| n.slots),
+                slots_used: used.0,
+                mem_mb: registered.as_ref().map(|n| n.mem_mb),
+                mem_used_mb: used.1,
+                lost: registered.as_ref().is_some_and(|n| n.lost),
             }
         }
     });
@@ -333,6 +431,10 @@ async fn raft_rpc(
         "append" => encode(&peer.raft.append_entries(decode(&body).map_err(bad)?).await),
         "vote" => encode(&peer.raft.vote(decode(&body).map_err(bad)?).await),
         "snapshot" => encode(&peer.raft.install_snapshot(decode(&body).map_err(bad)?).await),
+        "heartbeat" => {
+            let heartbeat: crate::node::Heartbeat = decode(&body).map_err(bad)?;
+            encode(&peer.handle_heartbeat(&heartbeat).await)
+        }
         "write" => {
             let write: ForwardedWrite = decode(&body).map_err(bad)?;
             encode(&peer.handle_forwarded(write).await?)
@@ -392,6 +494,12 @@ pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Inf
         .and(with_peer(peer.clone()))
         .and(warp::query::<BTreeMap<String, String>>())
         .map(|p: Arc<Peer>, q| respond(history(&p, q)));
+    let logs_route = api
+        .and(warp::path!("jobs" / String / "logs"))
+        .and(warp::get())
+        .and(with_peer(peer.clone()))
+        .and(warp::query::<BTreeMap<String, String>>())
+        .then(|id, p, q| async move { respond(logs(p, id, q).await) });
     let nodes_route = api
         .and(warp::path!("nodes"))
         .and(warp::get())
@@ -419,6 +527,8 @@ pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Inf
         .or(cancel_route)
         .unify()
         .or(status_route)
+        .unify()
+        .or(logs_route)
         .unify()
         .or(history_route)
         .unify()

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::queue::{Job, JobSpec, JobState, Millis};
+use crate::queue::{Attempt, AttemptOutcome, Job, JobSpec, JobState, Millis};
 
 /// Body of `POST /api/v1/jobs` (and each item of a batch).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,11 +17,53 @@ pub struct SubmitRequest {
     pub params: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup_key: Option<String>,
+    /// Slots to reserve (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
+    /// MiB to reserve (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_mb: Option<u64>,
+    /// Higher runs first (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Retries after a failed or timed-out attempt (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Per-attempt time limit in milliseconds (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl SubmitRequest {
+    /// A request with only the required fields set.
+    pub fn new(name: &str, command: Vec<String>) -> SubmitRequest {
+        SubmitRequest {
+            name: name.to_string(),
+            command,
+            params: BTreeMap::new(),
+            dedup_key: None,
+            slots: None,
+            mem_mb: None,
+            priority: None,
+            retries: None,
+            timeout_ms: None,
+        }
+    }
 }
 
 impl From<SubmitRequest> for JobSpec {
     fn from(r: SubmitRequest) -> JobSpec {
-        JobSpec { name: r.name, command: r.command, params: r.params, dedup_key: r.dedup_key }
+        JobSpec {
+            name: r.name,
+            command: r.command,
+            params: r.params,
+            dedup_key: r.dedup_key,
+            slots: r.slots.unwrap_or(1),
+            mem_mb: r.mem_mb.unwrap_or(0),
+            priority: r.priority.unwrap_or(0),
+            retries: r.retries.unwrap_or(0),
+            timeout_ms: r.timeout_ms,
+        }
     }
 }
 
@@ -79,6 +121,46 @@ pub struct JobView {
     pub finished_at: Option<String>,
     pub command: Vec<String>,
     pub params: BTreeMap<String, String>,
+    pub slots: u32,
+    pub mem_mb: u64,
+    pub priority: i32,
+    pub retries: u32,
+    pub timeout_ms: Option<u64>,
+    pub cancel_requested: bool,
+    /// Oldest first.
+    pub attempts: Vec<AttemptView>,
+}
+
+/// One attempt as `status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptView {
+    pub number: u32,
+    pub node: u64,
+    pub assigned_at: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub outcome: Option<AttemptOutcome>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration_ms: Option<u64>,
+    pub reason: Option<String>,
+}
+
+impl From<&Attempt> for AttemptView {
+    fn from(a: &Attempt) -> AttemptView {
+        AttemptView {
+            number: a.number,
+            node: a.node,
+            assigned_at: rfc3339(a.assigned_at),
+            started_at: a.started_at.map(rfc3339),
+            ended_at: a.ended_at.map(rfc3339),
+            outcome: a.end.as_ref().map(|e| e.outcome),
+            exit_code: a.end.as_ref().and_then(|e| e.exit_code),
+            signal: a.end.as_ref().and_then(|e| e.signal),
+            duration_ms: a.end.as_ref().map(|e| e.duration_ms),
+            reason: a.end.as_ref().map(|e| e.reason.clone()),
+        }
+    }
 }
 
 /// RFC 3339 with milliseconds for a leader timestamp.
@@ -98,6 +180,13 @@ impl From<&Job> for JobView {
             finished_at: job.finished_at.map(rfc3339),
             command: job.spec.command.clone(),
             params: job.spec.params.clone(),
+            slots: job.spec.slots,
+            mem_mb: job.spec.mem_mb,
+            priority: job.spec.priority,
+            retries: job.spec.retries,
+            timeout_ms: job.spec.timeout_ms,
+            cancel_requested: job.cancel_requested,
+            attempts: job.attempts.iter().map(AttemptView::from).collect(),
         }
     }
 }
@@ -131,6 +220,13 @@ pub struct NodeView {
     pub term: Option<u64>,
     pub last_log: Option<u64>,
     pub last_applied: Option<u64>,
+    /// Capacity as registered in the funnel (None before registration).
+    pub slots: Option<u32>,
+    pub slots_used: u64,
+    pub mem_mb: Option<u64>,
+    pub mem_used_mb: u64,
+    /// Declared lost by the leader (its attempts were requeued).
+    pub lost: bool,
 }
 
 /// `GET /api/v1/nodes`.

@@ -41,6 +41,91 @@ pub struct JobSpec {
     /// Dedup key given by the user; when absent one is derived from the spec.
     #[serde(default)]
     pub dedup_key: Option<String>,
+    /// Slots the job occupies on its node while it runs.
+    #[serde(default = "one_slot")]
+    pub slots: u32,
+    /// Memory the job reserves on its node, MiB (0 = none).
+    #[serde(default)]
+    pub mem_mb: u64,
+    /// Higher runs first; equal priorities run in submit order.
+    #[serde(default)]
+    pub priority: i32,
+    /// Failed or timed-out attempts retried this many times, with backoff.
+    #[serde(default)]
+    pub retries: u32,
+    /// Kill the attempt's whole process group after this long.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+fn one_slot() -> u32 {
+    1
+}
+
+/// Most slots one job may ask for.
+pub const MAX_JOB_SLOTS: u32 = 1024;
+/// Most retries one job may ask for.
+pub const MAX_RETRIES: u32 = 100;
+/// Lost attempts (worker vanished) are retried beyond `retries`, up to this
+/// many per job: losing a node is not the job's fault, but a job that keeps
+/// killing its node must not loop forever.
+pub const MAX_LOST_ATTEMPTS: u32 = 3;
+/// Largest log tail kept in the replicated record of an attempt.
+pub const LOG_TAIL_BYTES: usize = 64 * 1024;
+
+/// Cluster-wide peer id (the Raft node id).
+pub type NodeId = u64;
+
+/// A worker as the funnel knows it: where it is and what it can hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub addr: String,
+    pub slots: u32,
+    pub mem_mb: u64,
+    /// Bumped by every registration: attempts of an older incarnation were
+    /// orphaned by a restart and are never run by the new one.
+    pub incarnation: u64,
+    /// Declared lost by the leader; its attempts were requeued.
+    pub lost: bool,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    /// The worker vanished, restarted, or lost its lease.
+    Lost,
+}
+
+/// The worker's report of a finished attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptEnd {
+    pub outcome: AttemptOutcome,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration_ms: u64,
+    /// Human explanation, e.g. "exit code 3" or "cannot start `x`: not found".
+    pub reason: String,
+    /// Last bytes of stdout+stderr, so logs survive the worker.
+    pub log_tail: String,
+}
+
+/// One try at running a job on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1-based.
+    pub number: u32,
+    pub node: NodeId,
+    pub incarnation: u64,
+    pub assigned_at: Millis,
+    pub started_at: Option<Millis>,
+    pub ended_at: Option<Millis>,
+    pub end: Option<AttemptEnd>,
 }
 
 /// Which client request created a job: lets a retried request (same id,
@@ -129,6 +214,24 @@ pub struct Job {
     pub finished_at: Option<Millis>,
     /// The request that created the job, for idempotent retries.
     pub request: Option<RequestRef>,
+    /// Every attempt, oldest first; the last one is current.
+    pub attempts: Vec<Attempt>,
+    /// Not placed before this time (retry backoff).
+    pub not_before: Millis,
+    /// A cancel arrived while the job was assigned or running.
+    pub cancel_requested: bool,
+}
+
+impl Job {
+    /// The current attempt, if any.
+    pub fn current(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+
+    /// Whether an attempt holds capacity on a node right now.
+    pub fn holds_capacity(&self) -> bool {
+        matches!(self.state, JobState::Assigned | JobState::Running)
+    }
 }
 
 /// Replicated settings. They live in the log (a `Configure` command) rather
@@ -139,6 +242,8 @@ pub struct Settings {
     pub dedup_window_ms: u64,
     pub history_retention_ms: u64,
     pub max_queued: u64,
+    /// First retry waits this long; each further retry doubles it (max 64x).
+    pub retry_backoff_ms: u64,
 }
 
 impl Default for Settings {
@@ -147,6 +252,7 @@ impl Default for Settings {
             dedup_window_ms: 3_600_000,
             history_retention_ms: 7 * 24 * 3_600_000,
             max_queued: 1_000_000,
+            retry_backoff_ms: 1000,
         }
     }
 }
@@ -158,8 +264,20 @@ pub enum Command {
     Submit { request: Option<RequestRef>, spec: JobSpec },
     /// Replace the replicated settings.
     Configure(Settings),
-    /// Cancel a job that is still queued (running jobs need the executor).
+    /// Cancel a job: dequeued at once if queued, killed by its worker if
+    /// assigned or running.
     Cancel { id: JobId },
+    /// A worker (re)announces itself; a new incarnation orphans, and so
+    /// requeues, whatever its previous incarnation was running.
+    RegisterNode { id: NodeId, addr: String, slots: u32, mem_mb: u64 },
+    /// Leader placements, re-checked against capacity when applied.
+    Assign { placements: Vec<(JobId, NodeId)> },
+    /// A worker started attempt `attempt` of `job`.
+    Started { job: JobId, attempt: u32, node: NodeId },
+    /// A worker finished attempt `attempt` of `job`.
+    Finished { job: JobId, attempt: u32, node: NodeId, end: AttemptEnd },
+    /// The leader gave up on a node: its attempts are lost and requeued.
+    NodeLost { node: NodeId },
     /// Drop finished jobs past retention (at most `limit` per command so that
     /// one Gc never stalls the state machine).
     Gc { limit: u32 },
@@ -183,6 +301,8 @@ pub enum FunnelError {
     NotFound { id: JobId },
     #[error("job {id} is {state} and cannot be {action}")]
     WrongState { id: JobId, state: JobState, action: String },
+    #[error("no node can ever hold this job: it asks for {slots} slots and {mem_mb} MiB, the largest node has {max_slots} slots and {max_mem_mb} MiB")]
+    Unschedulable { slots: u32, mem_mb: u64, max_slots: u32, max_mem_mb: u64 },
     #[error("invalid field `{field}`: {message}")]
     Invalid { field: String, message: String },
 }
@@ -204,6 +324,21 @@ pub enum Outcome {
     Configured,
     Collected {
         removed: u64,
+    },
+    /// A registration: the node's new incarnation.
+    Registered {
+        incarnation: u64,
+    },
+    /// Placements that held; the others were stale and skipped.
+    Assigned {
+        accepted: u32,
+    },
+    /// A worker report; `current` is false when it was stale (ignored).
+    Reported {
+        current: bool,
+    },
+    NodeMarkedLost {
+        requeued: u32,
     },
     Refused(FunnelError),
 }
@@ -253,6 +388,15 @@ impl JobSpec {
         }
         if self.command.iter().any(|w| w.contains('\0')) {
             return Err(invalid("command", "must not contain NUL bytes"));
+        }
+        if self.slots == 0 || self.slots > MAX_JOB_SLOTS {
+            return Err(invalid("slots", format!("must be 1 to {MAX_JOB_SLOTS}, got {}", self.slots)));
+        }
+        if self.retries > MAX_RETRIES {
+            return Err(invalid("retries", format!("must be at most {MAX_RETRIES}, got {}", self.retries)));
+        }
+        if self.timeout_ms == Some(0) {
+            return Err(invalid("timeout", "must be positive"));
         }
         if self.params.len() > MAX_PARAMS {
             return Err(invalid(

@@ -10,16 +10,18 @@
 //! other maps are indexes derived from the jobs and rebuilt on load, so they
 //! can never disagree with what is on disk.
 
+mod exec;
 mod job;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use exec::queue_key;
 pub use job::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The small, always-persisted part of the funnel state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     pub settings: Settings,
     /// Next job id to hand out; ids start at 1.
@@ -27,11 +29,13 @@ pub struct Meta {
     /// Largest leader clock seen: time never goes backwards inside the funnel
     /// even if a new leader's clock lags the old one's.
     pub clock: Millis,
+    /// Registered workers.
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
 }
 
 impl Default for Meta {
     fn default() -> Self {
-        Meta { settings: Settings::default(), next_id: 1, clock: 0 }
+        Meta { settings: Settings::default(), next_id: 1, clock: 0, nodes: BTreeMap::new() }
     }
 }
 
@@ -70,8 +74,13 @@ pub struct Funnel {
     dedup: HashMap<String, JobId>,
     /// creating request -> job (derived).
     requests: HashMap<RequestRef, JobId>,
-    /// Jobs waiting for placement, FIFO by id (derived).
-    queued: BTreeSet<JobId>,
+    /// Jobs waiting for placement, by (-priority, id): highest priority
+    /// first, then FIFO (derived).
+    queued: BTreeSet<(i64, JobId)>,
+    /// Jobs holding capacity (assigned or running), per node (derived).
+    placed: BTreeMap<NodeId, BTreeSet<JobId>>,
+    /// Slots and MiB held per node (derived).
+    used: BTreeMap<NodeId, (u64, u64)>,
     /// Terminal jobs by (finished_at, id): retention GC pops from the front,
     /// so a Gc costs what it removes, not what the history holds (derived).
     finished: BTreeSet<(Millis, JobId)>,
@@ -102,7 +111,7 @@ impl Funnel {
 
     /// The full image, jobs in id order.
     pub fn image(&self) -> FunnelImage {
-        FunnelImage { meta: self.meta, jobs: self.jobs.values().cloned().collect() }
+        FunnelImage { meta: self.meta.clone(), jobs: self.jobs.values().cloned().collect() }
     }
 
     /// Canonical bytes of the whole state: equal bytes <=> equal state.
@@ -157,6 +166,13 @@ impl Funnel {
                 Outcome::Configured
             }
             Command::Cancel { id } => self.cancel(now, *id),
+            Command::RegisterNode { id, addr, slots, mem_mb } => {
+                self.register_node(now, *id, addr, *slots, *mem_mb)
+            }
+            Command::Assign { placements } => self.assign(now, placements),
+            Command::Started { job, attempt, node } => self.started(now, *job, *attempt, *node),
+            Command::Finished { job, attempt, node, end } => self.finished(now, *job, *attempt, *node, end),
+            Command::NodeLost { node } => self.node_lost(now, *node),
             Command::Gc { limit } => Outcome::Collected { removed: self.gc(now, *limit) },
         }
     }
@@ -184,6 +200,9 @@ impl Funnel {
         if self.queued.len() as u64 >= self.meta.settings.max_queued {
             return Outcome::Refused(FunnelError::QueueFull { max_queued: self.meta.settings.max_queued });
         }
+        if let Err(e) = self.check_fits_somewhere(spec) {
+            return Outcome::Refused(e);
+        }
         let id = self.meta.next_id;
         self.meta.next_id += 1;
         let job = Job {
@@ -194,6 +213,9 @@ impl Funnel {
             submitted_at: now,
             finished_at: None,
             request,
+            attempts: Vec::new(),
+            not_before: now,
+            cancel_requested: false,
         };
         self.index(&job);
         self.jobs.insert(id, job);
@@ -205,8 +227,18 @@ impl Funnel {
         let Some(job) = self.jobs.get(&id) else { return Outcome::Refused(FunnelError::NotFound { id }) };
         match job.state {
             JobState::Queued => {
-                self.finish(id, JobState::Cancelled, now);
+                self.update(id, |job| {
+                    job.state = JobState::Cancelled;
+                    job.finished_at = Some(now);
+                });
                 Outcome::Cancelled { id, state: JobState::Cancelled }
+            }
+            // The worker sees the flag on its replica, kills the process
+            // group and reports the attempt as cancelled.
+            JobState::Assigned | JobState::Running => {
+                let state = job.state;
+                self.update(id, |job| job.cancel_requested = true);
+                Outcome::Cancelled { id, state }
             }
             // Cancelling twice is not an error: the answer is the same.
             JobState::Cancelled => Outcome::Cancelled { id, state: JobState::Cancelled },
@@ -242,10 +274,16 @@ impl Funnel {
             self.requests.insert(request, job.id);
         }
         if job.state == JobState::Queued {
-            self.queued.insert(job.id);
+            self.queued.insert(queue_key(job));
         }
         if let Some(end) = job.finished_at {
             self.finished.insert((end, job.id));
+        }
+        if let (true, Some(attempt)) = (job.holds_capacity(), job.current()) {
+            self.placed.entry(attempt.node).or_default().insert(job.id);
+            let used = self.used.entry(attempt.node).or_default();
+            used.0 += u64::from(job.spec.slots);
+            used.1 += job.spec.mem_mb;
         }
     }
 
@@ -256,23 +294,29 @@ impl Funnel {
         if let Some(request) = job.request {
             self.requests.remove(&request);
         }
-        self.queued.remove(&job.id);
+        self.queued.remove(&queue_key(job));
         if let Some(end) = job.finished_at {
             self.finished.remove(&(end, job.id));
         }
+        if let (true, Some(attempt)) = (job.holds_capacity(), job.current()) {
+            if let Some(set) = self.placed.get_mut(&attempt.node) {
+                set.remove(&job.id);
+                if set.is_empty() {
+                    self.placed.remove(&attempt.node);
+                }
+            }
+            if let Some(used) = self.used.get_mut(&attempt.node) {
+                used.0 -= u64::from(job.spec.slots);
+                used.1 -= job.spec.mem_mb;
+            }
+        }
     }
 
-    /// Moves a job to a terminal state, keeping the indexes in step.
-    fn finish(&mut self, id: JobId, state: JobState, now: Millis) -> bool {
-        let Some(job) = self.jobs.get(&id) else { return false };
-        if job.state.is_terminal() || !state.is_terminal() {
-            return false;
-        }
-        let job = job.clone();
+    /// Changes one job, keeping every derived index in step.
+    fn update(&mut self, id: JobId, change: impl FnOnce(&mut Job)) -> bool {
+        let Some(mut job) = self.jobs.remove(&id) else { return false };
         self.unindex(&job);
-        let mut job = job;
-        job.state = state;
-        job.finished_at = Some(now);
+        change(&mut job);
         self.index(&job);
         self.jobs.insert(id, job);
         self.touched.push(id);

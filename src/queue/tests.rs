@@ -13,6 +13,11 @@ fn spec(name: &str, key: Option<&str>) -> JobSpec {
         command: vec!["true".to_string()],
         params: BTreeMap::new(),
         dedup_key: key.map(str::to_string),
+        slots: 1,
+        mem_mb: 0,
+        priority: 0,
+        retries: 0,
+        timeout_ms: None,
     }
 }
 
@@ -220,10 +225,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
         6 => (name, key, request, 0usize..3).prop_map(|(name, key, request, words)| Command::Submit {
             request,
             spec: JobSpec {
-                name: name.to_string(),
                 command: (0..words).map(|w| format!("w{w}")).collect(),
-                params: BTreeMap::new(),
-                dedup_key: key.map(str::to_string),
+                ..spec(name, key)
             },
         }),
         2 => (1u64..12).prop_map(|id| Command::Cancel { id }),
@@ -232,6 +235,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             max_queued,
             dedup_window_ms: w * 1000,
             history_retention_ms: (w + r) * 1000,
+            retry_backoff_ms: 10,
         })),
     ]
 }
@@ -280,5 +284,265 @@ proptest! {
                 prop_assert!(active_keys.insert(job.dedup_key.clone()), "two active jobs share a key");
             }
         }
+    }
+}
+
+// ---- execution: placement, reports, retries, node loss ----
+
+fn run(f: &mut Funnel, now: Millis, commands: Vec<Command>) -> Vec<Outcome> {
+    f.apply(&Proposal { now, commands })
+}
+
+fn register(f: &mut Funnel, now: Millis, id: NodeId, slots: u32) -> u64 {
+    match run(
+        f,
+        now,
+        vec![Command::RegisterNode { id, addr: format!("127.0.0.1:{id}"), slots, mem_mb: 1000 }],
+    )
+    .remove(0)
+    {
+        Outcome::Registered { incarnation } => incarnation,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn ok_end(outcome: AttemptOutcome) -> AttemptEnd {
+    AttemptEnd {
+        outcome,
+        exit_code: Some(0),
+        signal: None,
+        duration_ms: 1,
+        reason: String::new(),
+        log_tail: "out".into(),
+    }
+}
+
+fn plan_and_assign(f: &mut Funnel, now: Millis) -> Vec<(JobId, NodeId)> {
+    let alive: BTreeSet<NodeId> = f.nodes().keys().copied().collect();
+    let plan = f.plan_placements(now, &alive, 100, 1000);
+    run(f, now, vec![Command::Assign { placements: plan.clone() }]);
+    plan
+}
+
+#[test]
+fn placement_prefers_spare_capacity_and_never_overcommits() {
+    let mut f = Funnel::new();
+    register(&mut f, 0, 1, 2);
+    register(&mut f, 0, 2, 3);
+    for i in 0..10 {
+        submit(&mut f, 0, spec(&format!("j{i}"), None));
+    }
+    let plan = plan_and_assign(&mut f, 0);
+    assert_eq!(plan.len(), 5, "2 + 3 slots");
+    assert_eq!(plan[0].1, 2, "the node with the most spare slots goes first");
+    assert_eq!(f.used(1).0, 2);
+    assert_eq!(f.used(2).0, 3);
+    // A forged over-assignment is refused at apply.
+    let out = run(&mut f, 0, vec![Command::Assign { placements: vec![(9, 1), (10, 2)] }]);
+    assert_eq!(out, vec![Outcome::Assigned { accepted: 0 }]);
+}
+
+#[test]
+fn priority_then_fifo() {
+    let mut f = Funnel::new();
+    register(&mut f, 0, 1, 1);
+    submit(&mut f, 0, spec("low", None));
+    submit(&mut f, 0, JobSpec { priority: 5, ..spec("high", None) });
+    submit(&mut f, 0, JobSpec { priority: 5, ..spec("high-later", None) });
+    let plan = plan_and_assign(&mut f, 0);
+    assert_eq!(plan, vec![(2, 1)]);
+}
+
+#[test]
+fn reports_move_the_job_and_stale_reports_are_ignored() {
+    let mut f = Funnel::new();
+    register(&mut f, 0, 1, 1);
+    let (id, _) = submitted(&submit(&mut f, 0, spec("a", None)));
+    plan_and_assign(&mut f, 0);
+    assert_eq!(f.job(id).map(|j| j.state), Some(JobState::Assigned));
+    // Wrong node or attempt: ignored.
+    let out = run(
+        &mut f,
+        1,
+        vec![
+            Command::Started { job: id, attempt: 1, node: 2 },
+            Command::Started { job: id, attempt: 2, node: 1 },
+        ],
+    );
+    assert_eq!(out, vec![Outcome::Reported { current: false }, Outcome::Reported { current: false }]);
+    run(&mut f, 2, vec![Command::Started { job: id, attempt: 1, node: 1 }]);
+    assert_eq!(f.job(id).map(|j| j.state), Some(JobState::Running));
+    run(
+        &mut f,
+        9,
+        vec![Command::Finished { job: id, attempt: 1, node: 1, end: ok_end(AttemptOutcome::Succeeded) }],
+    );
+    let job = f.job(id).expect("job");
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.finished_at, Some(9));
+    assert_eq!(f.used(1), (0, 0), "capacity released");
+    // A duplicate report changes nothing.
+    let again = run(
+        &mut f,
+        10,
+        vec![Command::Finished { job: id, attempt: 1, node: 1, end: ok_end(AttemptOutcome::Failed) }],
+    );
+    assert_eq!(again, vec![Outcome::Reported { current: false }]);
+    assert_eq!(f.job(id).map(|j| j.state), Some(JobState::Succeeded));
+}
+
+#[test]
+fn failures_retry_with_exponential_backoff_then_fail() {
+    let mut f = Funnel::new();
+    register(&mut f, 0, 1, 1);
+    let (id, _) = submitted(&submit(&mut f, 0, JobSpec { retries: 2, ..spec("flaky", None) }));
+    let base = f.settings().retry_backoff_ms;
+    let mut now = 0;
+    for (attempt, wait) in [(1, base), (2, 2 * base)] {
+        plan_and_assign(&mut f, now);
+        run(
+            &mut f,
+            now,
+            vec![Command::Finished { job: id, attempt, node: 1, end: ok_end(AttemptOutcome::Failed) }],
+        );
+        assert_eq!(f.job(id).map(|j| j.state), Some(JobState::Queued));
+        assert!(plan_and_assign(&mut f, now + wait - 1).is_empty(), "placed before its backoff ended");
+        now += wait;
+    }
+    plan_and_assign(&mut f, now);
+    run(
+        &mut f,
+        now,
+        vec![Command::Finished { job: id, attempt: 3, node: 1, end: ok_end(AttemptOutcome::TimedOut) }],
+    );
+    assert_eq!(f.job(id).map(|j| j.state), Some(JobState::TimedOut));
+    assert_eq!(f.job(id).map(|j| j.attempts.len()), Some(3));
+}
+
+#[test]
+fn lost_node_requeues_its_attempts_and_ignores_its_late_reports() {
+    let mut f = Funnel::new();
+    register(&mut f, 0, 1, 1);
+    register(&mut f, 0, 2, 1);
+    let (id, _) = submitted(&submit(&mut f, 0, spec("a", None)));
+    let plan = plan_and_assign(&mut f, 0);
+    let first_node = plan[0].1;
+    let other = if first_node == 1 { 2 } else { 1 };
+    run(&mut f, 1, vec![Command::NodeLost { node: first_node }]);
+    let job = f.job(id).expect("job");
+    assert_eq!(job.state, JobState::Queued, "lost attempts do not need a retry budget");
+    assert_eq!(job.attempts[0].end.as_ref().map(|e| e.outcome), Some(AttemptOutcome::Lost));
+    // Only the live node gets it now.
+    let alive: BTreeSet<NodeId> = [first_node, other].into();
+    assert_eq!(f.plan_placements(2, &alive, 10, 10), vec![(id, other)]);
+    run(&mut f, 2, vec![Command::Assign { placements: vec![(id, other)] }]);
+    // The old worker's late report is stale.
+    let late = run(
+        &mut f,
+        3,
+        vec![Command::Finished {
+            job: id,
+            attempt: 1,
+            node: first_node,
+            end: ok_end(AttemptOutcome::Succeeded),
+        }],
+    );
+    assert_eq!(late, vec![Outcome::Reported { current: false }]);
+    assert_eq!(f.job(id).map(|j| j.state), Some(JobState::Assigned));
+}
+
+#[test]
+fn restarted_worker_orphans_its_old_attempts() {
+    let mut f = Funnel::new();
+    assert_eq!(register(&mut f, 0, 1, 1), 1);
+    let (id, _) = submitted(&submit(&mut f, 0, spec("a", None)));
+    plan_and_assign(&mut f, 0);
+    assert_eq!(register(&mut f, 5, 1, 1), 2);
+    let job = f.job(id).expect("job");
+    assert_eq!(job.state, JobState::Queued);
+    plan_and_assign(&mut f, 6);
+    assert_eq!(f.job(id).and_then(|j| j.current()).map(|a| a.incarnation), Some(2));
+}
+
+#[test]
+fn cancel_of_a_running_job_is_carried_out_by_the_worker() {
+    let mut f = Funnel::new();
+    register(&mut f, 0, 1, 1);
+    let (id, _) = submitted(&submit(&mut f, 0, JobSpec { retries: 3, ..spec("a", None) }));
+    plan_and_assign(&mut f, 0);
+    run(&mut f, 1, vec![Command::Started { job: id, attempt: 1, node: 1 }]);
+    assert_eq!(cancel(&mut f, 2, id), Outcome::Cancelled { id, state: JobState::Running });
+    assert!(f.job(id).is_some_and(|j| j.cancel_requested && j.state == JobState::Running));
+    // Even a failure report ends a cancel-requested job as cancelled, not retried.
+    run(
+        &mut f,
+        3,
+        vec![Command::Finished { job: id, attempt: 1, node: 1, end: ok_end(AttemptOutcome::Failed) }],
+    );
+    assert_eq!(f.job(id).map(|j| j.state), Some(JobState::Cancelled));
+}
+
+#[test]
+fn unschedulable_jobs_are_refused_at_submit() {
+    let mut f = Funnel::new();
+    register(&mut f, 0, 1, 2);
+    match submit(&mut f, 0, JobSpec { slots: 3, ..spec("big", None) }) {
+        Outcome::Refused(FunnelError::Unschedulable { max_slots: 2, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    match submit(&mut f, 0, JobSpec { mem_mb: 5000, ..spec("fat", None) }) {
+        Outcome::Refused(FunnelError::Unschedulable { max_mem_mb: 1000, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+fn arb_exec_command() -> impl Strategy<Value = Command> {
+    let job = 1u64..10;
+    let node = 1u64..4;
+    let outcome = prop::sample::select(vec![
+        AttemptOutcome::Succeeded,
+        AttemptOutcome::Failed,
+        AttemptOutcome::TimedOut,
+        AttemptOutcome::Cancelled,
+        AttemptOutcome::Lost,
+    ]);
+    prop_oneof![
+        3 => (0u32..3, 1u32..3).prop_map(|(retries, slots)| Command::Submit {
+            request: None,
+            spec: JobSpec { retries, slots, params: [("n".to_string(), format!("{retries}{slots}"))].into(), ..spec("p", None) },
+        }),
+        1 => (node.clone(), 1u32..4).prop_map(|(id, slots)| Command::RegisterNode { id, addr: String::new(), slots, mem_mb: 100 }),
+        3 => prop::collection::vec((job.clone(), node.clone()), 1..4).prop_map(|placements| Command::Assign { placements }),
+        2 => (job.clone(), 1u32..4, node.clone()).prop_map(|(job, attempt, node)| Command::Started { job, attempt, node }),
+        2 => (job.clone(), 1u32..4, node.clone(), outcome).prop_map(|(job, attempt, node, o)| Command::Finished { job, attempt, node, end: ok_end(o) }),
+        1 => node.prop_map(|node| Command::NodeLost { node }),
+        1 => job.prop_map(|id| Command::Cancel { id }),
+    ]
+}
+
+proptest! {
+    /// Invariant 4 (no node over capacity) and "one active attempt per job"
+    /// over random interleavings of placements, reports and node loss; and
+    /// replicas stay identical through it all.
+    #[test]
+    fn capacity_and_single_attempt_hold(commands in prop::collection::vec(arb_exec_command(), 1..120)) {
+        let mut f = Funnel::new();
+        let mut replica = Funnel::new();
+        for (i, c) in commands.iter().enumerate() {
+            let p = Proposal { now: i as u64 * 10, commands: vec![c.clone()] };
+            prop_assert_eq!(f.apply(&p), replica.apply(&p));
+            for (id, node) in f.nodes() {
+                let (slots, _) = f.used(*id);
+                if !node.lost {
+                    prop_assert!(slots <= u64::from(node.slots), "node {} holds {} of {} slots", id, slots, node.slots);
+                }
+            }
+            for job in f.jobs.values() {
+                let open = job.attempts.iter().filter(|a| a.end.is_none()).count();
+                prop_assert!(open <= 1, "job {} has {} open attempts", job.id, open);
+                prop_assert_eq!(open == 1, job.holds_capacity(), "job {} state {:?}", job.id, job.state);
+            }
+        }
+        prop_assert_eq!(f.digest(), replica.digest());
     }
 }

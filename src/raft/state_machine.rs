@@ -147,7 +147,7 @@ fn state_meta_bytes(applied: &Applied) -> Result<Vec<u8>, StorageError> {
     let meta = StateMeta {
         last_applied: applied.last_applied,
         membership: applied.membership.clone(),
-        funnel: *applied.funnel.meta(),
+        funnel: applied.funnel.meta().clone(),
     };
     encode(&meta).map_err(|e| sm_err(ErrorVerb::Write, &e))
 }

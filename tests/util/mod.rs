@@ -212,8 +212,17 @@ impl Drop for TestCluster {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
-        for child in self.children.iter_mut().filter_map(Option::take) {
-            let mut child = child;
+        // SIGTERM first: a clean stop kills the peer's running jobs and its
+        // fencing guard; SIGKILL whatever is still there after a bound.
+        let mut children: Vec<Child> = self.children.iter_mut().filter_map(Option::take).collect();
+        for child in &children {
+            signal(child.id(), "TERM");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && children.iter_mut().any(|c| matches!(c.try_wait(), Ok(None))) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for child in &mut children {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -1,0 +1,498 @@
+//! The worker loop that runs on every peer.
+//!
+//! It watches this peer's own replica for attempts placed on it, starts
+//! them through the process runner, and reports `Started`/`Finished` as
+//! replicated writes (batched, retried until they land or become stale).
+//!
+//! Fencing. An attempt runs only while the worker holds a lease: the time
+//! of the last heartbeat the leader acknowledged, plus `lease`. When the
+//! lease runs out (partition, frozen process, no leader) the worker kills
+//! its attempts itself, and the separate guard process does the same if the
+//! worker cannot. Each registration starts a new incarnation; attempts of an
+//! older incarnation are never run and are requeued by the funnel.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::guard::FenceDir;
+use super::process::{self, KillReason, Termination};
+use super::shell;
+use crate::config::PeerConfig;
+use crate::node::{now_millis, Heartbeat, HeartbeatReply, Peer};
+use crate::queue::{AttemptEnd, AttemptOutcome, Command, Job, JobId, JobState, NodeId, Outcome};
+
+/// The lease as this worker holds it.
+#[derive(Default)]
+struct Lease {
+    until: Mutex<Option<Instant>>,
+}
+
+impl Lease {
+    fn valid(&self) -> bool {
+        self.until.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| Instant::now() < t)
+    }
+
+    fn renew(&self, until: Instant) {
+        *self.until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+    }
+
+    fn revoke(&self) {
+        *self.until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// One attempt this worker started. It stays here after its process ended
+/// until the replica no longer lists the attempt as current, so that an
+/// attempt whose `Started` report has not been applied yet is never started
+/// a second time.
+struct Running {
+    kill: watch::Sender<Option<KillReason>>,
+    ended: bool,
+}
+
+/// Paths of a peer's execution state.
+struct Dirs {
+    attempts: PathBuf,
+    fence: FenceDir,
+}
+
+/// Where the log of `job`'s attempt `attempt` lives on the peer that ran it.
+pub fn log_path(data_dir: &std::path::Path, job: JobId, attempt: u32) -> PathBuf {
+    data_dir.join("logs").join(job.to_string()).join(format!("{attempt}.log"))
+}
+
+/// Runs until `shutdown`.
+pub async fn run_worker(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) {
+    let me = match peer.config.peer(peer.id) {
+        Ok(me) => me.clone(),
+        Err(e) => {
+            tracing::error!("worker disabled: {e}");
+            return;
+        }
+    };
+    let work = me.data_dir.join("work");
+    let dirs = Dirs { attempts: work.join("attempts"), fence: FenceDir::new(&work) };
+    if let Err(e) = dirs.fence.create().and_then(|_| std::fs::create_dir_all(&dirs.attempts)) {
+        tracing::error!("worker disabled: cannot create {}: {e}", work.display());
+        return;
+    }
+    // Whatever a previous run of this peer left behind dies before we
+    // announce a new incarnation (which requeues those attempts elsewhere).
+    let killed = dirs.fence.kill_all();
+    if killed > 0 {
+        tracing::warn!("killed {killed} job process group(s) left by a previous run");
+    }
+    dirs.fence.expire_lease();
+    let mut guard = spawn_guard(&work);
+
+    let lease = Arc::new(Lease::default());
+    let (report_tx, report_rx) = mpsc::unbounded_channel::<Command>();
+    let (incarnation_tx, incarnation_rx) = watch::channel(0u64);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(run_reporter(peer.clone(), report_rx, shutdown.clone()));
+    tasks.spawn(run_heartbeats(
+        peer.clone(),
+        lease.clone(),
+        dirs.fence.clone(),
+        incarnation_rx,
+        shutdown.clone(),
+    ));
+
+    let mut running: HashMap<(JobId, u32), Running> = HashMap::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(JobId, u32)>();
+    let mut attempt_tasks = JoinSet::new();
+    let mut applied = peer.state.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut incarnation: Option<u64> = None;
+    // Cancels of never-started attempts already reported (not state: a
+    // repeat would only be ignored as stale, this just avoids the noise).
+    let mut cancel_reported: HashSet<(JobId, u32)> = HashSet::new();
+
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tick.tick() => {}
+            changed = applied.changed() => if changed.is_err() { break },
+            Some(key) = done_rx.recv() => mark_ended(&mut running, key),
+            Some(_) = attempt_tasks.join_next(), if !attempt_tasks.is_empty() => {}
+        }
+        while let Ok(key) = done_rx.try_recv() {
+            mark_ended(&mut running, key);
+        }
+        let lease_ok = lease.valid();
+        if !lease_ok {
+            for r in running.values() {
+                r.kill.send_if_modified(|k| k.replace(KillReason::LeaseExpired).is_none());
+            }
+        }
+        // Am I registered, and as which incarnation?
+        let registered = {
+            let applied = peer.state.read();
+            applied
+                .funnel
+                .nodes()
+                .get(&peer.id)
+                .map(|n| (n.incarnation, n.lost, n.slots, n.mem_mb, n.addr.clone()))
+        };
+        let needs_registration = match (&registered, incarnation) {
+            (_, None) => true,
+            (None, Some(_)) => false, // our registration is not applied here yet
+            (Some((inc, lost, ..)), Some(mine)) => *lost || *inc > mine,
+        };
+        if needs_registration {
+            // Never run two incarnations' attempts: stop everything first.
+            for r in running.values() {
+                r.kill.send_if_modified(|k| k.replace(KillReason::Superseded).is_none());
+            }
+            if running.values().any(|r| !r.ended) {
+                continue;
+            }
+            running.clear();
+            lease.revoke();
+            match register(&peer, &me).await {
+                Some(inc) => {
+                    tracing::info!(
+                        "registered as worker incarnation {inc} ({} slots, {} MiB)",
+                        me.slots,
+                        me.mem_mb
+                    );
+                    incarnation = Some(inc);
+                    incarnation_tx.send_replace(inc);
+                }
+                None => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+            continue;
+        }
+        let Some(mine) = incarnation else { continue };
+        // What the replica says this worker should be doing.
+        let placed: Vec<Job> = peer.state.read().funnel.placed_on(peer.id).cloned().collect();
+        let mut current: HashSet<(JobId, u32)> = HashSet::new();
+        for job in &placed {
+            let Some(attempt) = job.current() else { continue };
+            if attempt.incarnation != mine {
+                continue;
+            }
+            let key = (job.id, attempt.number);
+            current.insert(key);
+            if let Some(r) = running.get(&key) {
+                if job.cancel_requested {
+                    r.kill.send_if_modified(|k| k.replace(KillReason::Cancelled).is_none());
+                }
+                continue;
+            }
+            if job.state != JobState::Assigned {
+                continue;
+            }
+            if job.cancel_requested {
+                if !cancel_reported.insert(key) {
+                    continue;
+                }
+                let end = attempt_end(
+                    AttemptOutcome::Cancelled,
+                    None,
+                    None,
+                    0,
+                    "cancelled before it started".into(),
+                    String::new(),
+                );
+                let _ = report_tx.send(Command::Finished {
+                    job: job.id,
+                    attempt: attempt.number,
+                    node: peer.id,
+                    end,
+                });
+                continue;
+            }
+            if !lease_ok {
+                continue;
+            }
+            let (kill_tx, kill_rx) = watch::channel(None);
+            running.insert(key, Running { kill: kill_tx, ended: false });
+            attempt_tasks.spawn(run_attempt(
+                job.clone(),
+                attempt.number,
+                peer.id,
+                me.data_dir.clone(),
+                dirs.attempts.clone(),
+                dirs.fence.clone(),
+                lease.clone(),
+                kill_rx,
+                report_tx.clone(),
+                done_tx.clone(),
+            ));
+        }
+        cancel_reported.retain(|key| current.contains(key));
+        // Attempts the replica no longer gives us (node declared lost, job
+        // re-placed): stop them.
+        for (key, r) in &running {
+            if !current.contains(key) {
+                r.kill.send_if_modified(|k| k.replace(KillReason::Superseded).is_none());
+            }
+        }
+        running.retain(|key, r| !r.ended || current.contains(key));
+    }
+
+    // Shutdown: kill our attempts, wait for them, then let the guard go.
+    for r in running.values() {
+        r.kill.send_if_modified(|k| k.replace(KillReason::Shutdown).is_none());
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while attempt_tasks.join_next().await.is_some() {}
+    })
+    .await;
+    dirs.fence.expire_lease();
+    tasks.shutdown().await;
+    if let Some(guard) = guard.as_mut() {
+        let _ = guard.kill();
+        let _ = guard.wait();
+    }
+}
+
+fn mark_ended(running: &mut HashMap<(JobId, u32), Running>, key: (JobId, u32)) {
+    if let Some(r) = running.get_mut(&key) {
+        r.ended = true;
+    }
+}
+
+fn spawn_guard(work: &std::path::Path) -> Option<std::process::Child> {
+    let exe = std::env::current_exe().ok()?;
+    let child = std::process::Command::new(exe)
+        .arg("guard")
+        .arg("--work-dir")
+        .arg(work)
+        .arg("--parent")
+        .arg(std::process::id().to_string())
+        .stdin(std::process::Stdio::null())
+        .spawn();
+    match child {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(
+                "cannot start the fencing guard: {e}; jobs of a frozen worker may outlive its lease"
+            );
+            None
+        }
+    }
+}
+
+async fn register(peer: &Peer, me: &PeerConfig) -> Option<u64> {
+    let command =
+        Command::RegisterNode { id: peer.id, addr: me.address.clone(), slots: me.slots, mem_mb: me.mem_mb };
+    match peer.write(vec![command]).await {
+        Ok(result) => match result.outcomes.first() {
+            Some(Outcome::Registered { incarnation }) => Some(*incarnation),
+            other => {
+                tracing::warn!("unexpected registration outcome {other:?}");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::debug!("registration failed: {e}");
+            None
+        }
+    }
+}
+
+/// Renews the lease every third of its length.
+async fn run_heartbeats(
+    peer: Arc<Peer>,
+    lease: Arc<Lease>,
+    fence: FenceDir,
+    mut incarnation: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let period = peer.config.lease / 3;
+    let mut tick = tokio::time::interval(period.min(Duration::from_millis(1000)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+            changed = incarnation.changed() => if changed.is_err() { return },
+        }
+        let inc = *incarnation.borrow_and_update();
+        if inc == 0 {
+            continue;
+        }
+        // The lease counts from when we *asked*: the leader's last_seen is
+        // later than that, so we always fence before it gives up on us.
+        let sent_at = Instant::now();
+        let sent_wall = now_millis();
+        match peer.send_heartbeat(&Heartbeat { node: peer.id, incarnation: inc }).await {
+            HeartbeatReply::Alive => {
+                lease.renew(sent_at + peer.config.lease);
+                fence.write_lease(sent_wall + peer.config.lease.as_millis() as u64);
+            }
+            HeartbeatReply::Stale => {
+                lease.revoke();
+                fence.expire_lease();
+            }
+            HeartbeatReply::NotLeader { .. } => {}
+        }
+    }
+}
+
+/// Sends worker reports in batches; retries a batch until it lands.
+async fn run_reporter(
+    peer: Arc<Peer>,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.changed() => return,
+            first = rx.recv() => match first { Some(c) => c, None => return },
+        };
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        for attempt in 0u32..1000 {
+            match peer.write(batch.clone()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::debug!("report attempt {attempt} failed: {e}");
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn attempt_end(
+    outcome: AttemptOutcome,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    duration_ms: u64,
+    reason: String,
+    log_tail: String,
+) -> AttemptEnd {
+    AttemptEnd { outcome, exit_code, signal, duration_ms, reason, log_tail }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_attempt(
+    job: Job,
+    attempt: u32,
+    node: NodeId,
+    data_dir: PathBuf,
+    attempts_dir: PathBuf,
+    fence: FenceDir,
+    lease: Arc<Lease>,
+    kill: watch::Receiver<Option<KillReason>>,
+    reports: mpsc::UnboundedSender<Command>,
+    done: mpsc::UnboundedSender<(JobId, u32)>,
+) {
+    let cwd = attempts_dir.join(format!("{}-{attempt}", job.id));
+    let log = log_path(&data_dir, job.id, attempt);
+    let prepared = std::fs::create_dir_all(&cwd).and_then(|_| match log.parent() {
+        Some(parent) => std::fs::create_dir_all(parent),
+        None => Ok(()),
+    });
+    let result = match prepared {
+        Err(e) => process::ProcessResult {
+            termination: Termination::SpawnFailed(format!("cannot prepare {}: {e}", cwd.display())),
+            duration: Duration::ZERO,
+            log_tail: String::new(),
+        },
+        Ok(()) => {
+            let spec = shell::process_spec(&job, attempt, node, &cwd, &log);
+            let mut spawned_pgid = None;
+            let result = process::run(&spec, kill, |pgid| {
+                fence.register(pgid);
+                spawned_pgid = Some(pgid);
+                let _ = reports.send(Command::Started { job: job.id, attempt, node });
+            })
+            .await;
+            if let Some(pgid) = spawned_pgid {
+                fence.unregister(pgid);
+            }
+            result
+        }
+    };
+    let duration_ms = result.duration.as_millis() as u64;
+    let tail = result.log_tail;
+    let end = match result.termination {
+        Termination::Exited(0) => {
+            attempt_end(AttemptOutcome::Succeeded, Some(0), None, duration_ms, "exit code 0".into(), tail)
+        }
+        Termination::Exited(code) => attempt_end(
+            AttemptOutcome::Failed,
+            Some(code),
+            None,
+            duration_ms,
+            format!("exit code {code}"),
+            tail,
+        ),
+        // The guard may beat us to it when the lease runs out.
+        Termination::Signaled(signal) if !lease.valid() => attempt_end(
+            AttemptOutcome::Lost,
+            None,
+            Some(signal),
+            duration_ms,
+            "killed: the worker lost its lease".into(),
+            tail,
+        ),
+        Termination::Signaled(signal) => attempt_end(
+            AttemptOutcome::Failed,
+            None,
+            Some(signal),
+            duration_ms,
+            format!("killed by signal {signal}"),
+            tail,
+        ),
+        Termination::TimedOut => {
+            let limit = job.spec.timeout_ms.unwrap_or(0);
+            attempt_end(
+                AttemptOutcome::TimedOut,
+                None,
+                None,
+                duration_ms,
+                format!("timed out after {limit} ms"),
+                tail,
+            )
+        }
+        Termination::Killed(KillReason::Cancelled) => {
+            attempt_end(AttemptOutcome::Cancelled, None, None, duration_ms, "cancelled".into(), tail)
+        }
+        Termination::Killed(KillReason::LeaseExpired) => attempt_end(
+            AttemptOutcome::Lost,
+            None,
+            None,
+            duration_ms,
+            "killed: the worker lost its lease".into(),
+            tail,
+        ),
+        Termination::Killed(KillReason::Superseded) => attempt_end(
+            AttemptOutcome::Lost,
+            None,
+            None,
+            duration_ms,
+            "killed: attempt taken away from this worker".into(),
+            tail,
+        ),
+        Termination::Killed(KillReason::Shutdown) => attempt_end(
+            AttemptOutcome::Lost,
+            None,
+            None,
+            duration_ms,
+            "killed: the worker shut down".into(),
+            tail,
+        ),
+        Termination::SpawnFailed(reason) => {
+            attempt_end(AttemptOutcome::Failed, None, None, duration_ms, reason, tail)
+        }
+    };
+    let _ = reports.send(Command::Finished { job: job.id, attempt, node, end });
+    let _ = std::fs::remove_dir_all(&cwd);
+    let _ = done.send((job.id, attempt));
+}
