@@ -3,11 +3,12 @@
 
 mod util;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sgnode::api::views::{BatchItem, BatchSubmitRequest, SubmitRequest};
 use sgnode::queue::JobState;
-use util::{cli, wait_until, ClusterSpec, TestCluster, TOKEN};
+use util::*;
 
 fn job(name: &str, key: Option<String>) -> SubmitRequest {
     SubmitRequest { dedup_key: key, ..SubmitRequest::new(name, vec!["true".into()]) }
@@ -174,8 +175,11 @@ async fn retried_request_id_returns_the_first_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_specific_errors_and_changes_nothing() {
-    let cluster =
-        TestCluster::start(ClusterSpec { voters: 1, learners: 0, extra: "max_queued = 2\n".into() });
+    let cluster = TestCluster::start(ClusterSpec {
+        voters: 1,
+        extra: "max_queued = 2\n".into(),
+        ..ClusterSpec::default()
+    });
     cluster.wait_leader().await;
     let url = cluster.url(1);
     let http = reqwest::Client::new();
@@ -315,7 +319,7 @@ fn unknown_config_key_is_refused_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learner_replicates_serves_reads_and_forwards_writes() {
-    let cluster = TestCluster::start(ClusterSpec { voters: 3, learners: 1, extra: String::new() });
+    let cluster = TestCluster::start(ClusterSpec { learners: 1, ..ClusterSpec::default() });
     cluster.wait_leader().await;
     let learner = cluster.client(4);
     wait_until("peer 4 to join as a learner", Duration::from_secs(20), || async {
@@ -390,4 +394,235 @@ async fn cli_round_trip_with_json_output() {
     assert_eq!((code, out.as_str()), (0, "hi\n"));
     let (code, _, err) = cli(&["history", "--url", &url, "--state", "nope"], dir);
     assert_eq!(code, 2, "{err}");
+}
+
+// ---- execution ----
+
+const FAST_LEASE: &str = "lease = \"2s\"\nnode_timeout = \"4s\"\nretry_backoff = \"1s\"\n";
+
+fn recorded(name: &str, record: &std::path::Path, ticks: u32) -> SubmitRequest {
+    SubmitRequest::new(name, recording_job(record, ticks))
+}
+
+async fn wait_state(
+    client: &sgnode::client::Client,
+    id: &str,
+    pred: impl Fn(JobState) -> bool,
+    what: &str,
+) -> sgnode::api::views::JobView {
+    wait_until(what, Duration::from_secs(60), || async {
+        client.status(id).await.ok().filter(|j| pred(j.state))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_jobs_run_once_each_without_overcommitting_any_peer() {
+    let cluster = TestCluster::start(ClusterSpec::default());
+    cluster.wait_leader().await;
+    let record = cluster.dir.path().join("record");
+    let jobs: Vec<SubmitRequest> = (0..60).map(|i| recorded(&format!("cap{i}"), &record, 3)).collect();
+    // Spread over all peers, in batches.
+    let mut ids = Vec::new();
+    for (n, chunk) in jobs.chunks(20).enumerate() {
+        let via = 1 + n as u64 % cluster.size();
+        let request = BatchSubmitRequest { jobs: chunk.to_vec() };
+        for item in cluster.client(via).submit_batch(&request, n as u128 + 1).await.expect("batch").results {
+            match item {
+                BatchItem::Ok(s) => ids.push(s.id),
+                BatchItem::Err(e) => panic!("refused: {:?}", e.error),
+            }
+        }
+    }
+    let client = cluster.client(2);
+    wait_until("all 60 jobs to succeed", Duration::from_secs(120), || async {
+        let done = client.history(&[("state", "succeeded".into()), ("limit", "100".into())]).await.ok()?;
+        (done.len() == 60).then_some(())
+    })
+    .await;
+    let lines = read_record(&record);
+    let spans = attempt_spans(&lines);
+    assert_eq!(spans.len(), 60, "each job ran exactly one attempt");
+    assert!(spans.values().all(|s| s.3), "every attempt ran to its end");
+    let max = max_concurrency(&lines);
+    assert!(max.values().all(|&m| m <= 2), "a peer ran more than its 2 slots: {max:?}");
+    assert!(max.len() >= 2, "work was spread over peers: {max:?}");
+    for id in &ids {
+        let job = client.status(id).await.expect("status");
+        assert_eq!(job.attempts.len(), 1);
+        assert_eq!(job.attempts[0].exit_code, Some(0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_job_reruns_elsewhere_once_without_overlap() {
+    let mut cluster = TestCluster::start(ClusterSpec { extra: FAST_LEASE.into(), ..ClusterSpec::default() });
+    cluster.wait_leader().await;
+    let record = cluster.dir.path().join("record");
+    let id = cluster.client(1).submit(&recorded("victim", &record, 40), 1).await.expect("submit").id;
+    let running = wait_state(&cluster.client(1), &id, |s| s == JobState::Running, "the job to run").await;
+    let worker = running.attempts[0].node;
+    cluster.kill(worker);
+    let observer = cluster.follower_of(worker);
+    let client = cluster.client(observer);
+    let done = wait_state(&client, &id, |s| s.is_terminal(), "the job to finish elsewhere").await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.attempts.len(), 2, "{:?}", done.attempts);
+    assert_eq!(done.attempts[0].outcome, Some(sgnode::queue::AttemptOutcome::Lost));
+    assert_ne!(done.attempts[1].node, worker);
+    let lines = read_record(&record);
+    assert_no_overlap(&lines);
+    let ends = lines.iter().filter(|l| l.kind == "end").count();
+    assert_eq!(ends, 1, "exactly one complete run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_worker_is_fenced_and_its_job_reruns_once() {
+    let cluster = TestCluster::start(ClusterSpec { extra: FAST_LEASE.into(), ..ClusterSpec::default() });
+    cluster.wait_leader().await;
+    let record = cluster.dir.path().join("record");
+    let id = cluster.client(1).submit(&recorded("frozen", &record, 60), 1).await.expect("submit").id;
+    let running = wait_state(&cluster.client(1), &id, |s| s == JobState::Running, "the job to run").await;
+    let worker = running.attempts[0].node;
+    signal(cluster.pid(worker), "STOP");
+    let client = cluster.client(cluster.follower_of(worker));
+    // The job moves on without the frozen worker...
+    let rerun = wait_until("a second attempt", Duration::from_secs(60), || async {
+        client.status(&id).await.ok().filter(|j| j.attempts.len() >= 2 && j.attempts[1].started_at.is_some())
+    })
+    .await;
+    assert_ne!(rerun.attempts[1].node, worker);
+    signal(cluster.pid(worker), "CONT");
+    let done = wait_state(&client, &id, |s| s.is_terminal(), "the rerun to finish").await;
+    assert_eq!(done.state, JobState::Succeeded);
+    let lines = read_record(&record);
+    // ...and the frozen worker's attempt was dead before the rerun started.
+    assert_no_overlap(&lines);
+    assert_eq!(lines.iter().filter(|l| l.kind == "end").count(), 1);
+    // The worker rejoins with a new incarnation and runs jobs again.
+    let after = cluster.client(worker);
+    wait_until("the frozen worker to rejoin", Duration::from_secs(30), || async {
+        let nodes = after.nodes().await.ok()?;
+        nodes.nodes.iter().any(|n| n.id == worker && !n.lost && n.slots.is_some()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_during_a_burst_every_job_finishes_once() {
+    let mut cluster = TestCluster::start(ClusterSpec { extra: FAST_LEASE.into(), ..ClusterSpec::default() });
+    let leader = cluster.wait_leader().await;
+    let record = cluster.dir.path().join("record");
+    let request =
+        BatchSubmitRequest { jobs: (0..24).map(|i| recorded(&format!("burst{i}"), &record, 3)).collect() };
+    cluster.client(leader).submit_batch(&request, 1).await.expect("burst");
+    wait_until("some jobs to start", Duration::from_secs(30), || async {
+        (read_record(&record).iter().filter(|l| l.kind == "start").count() >= 4).then_some(())
+    })
+    .await;
+    cluster.kill(leader);
+    let survivor = cluster.follower_of(leader);
+    let client = cluster.client(survivor);
+    // Later submits go to the new leader while the burst drains.
+    let late = client.submit(&recorded("late", &record, 1), 2).await.expect("submit after leader loss");
+    cluster.start_peer(leader);
+    wait_until("all 25 jobs to finish", Duration::from_secs(120), || async {
+        let jobs = client.history(&[("limit", "100".into())]).await.ok()?;
+        (jobs.len() == 25 && jobs.iter().all(|j| j.state.is_terminal())).then_some(jobs)
+    })
+    .await
+    .iter()
+    .for_each(|j| assert_eq!(j.state, JobState::Succeeded, "job {} {:?}", j.id, j));
+    let lines = read_record(&record);
+    assert_no_overlap(&lines);
+    let mut ends: BTreeMap<String, usize> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.kind == "end") {
+        *ends.entry(l.job.clone()).or_default() += 1;
+    }
+    assert_eq!(ends.len(), 25);
+    for (job, n) in &ends {
+        if *n > 1 {
+            let status = client.status(job).await.expect("status");
+            let runs: Vec<&RecordLine> = lines.iter().filter(|l| &l.job == job && l.kind != "tick").collect();
+            panic!(
+                "job {job} completed {n} times: {:#?}\nrecord: {runs:?}\nkilled leader {leader}",
+                status.attempts
+            );
+        }
+    }
+    assert!(ends.contains_key(&late.id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_cancel_retries_and_bad_commands() {
+    let cluster = TestCluster::start(ClusterSpec { voters: 1, slots: 1, ..ClusterSpec::default() });
+    cluster.wait_leader().await;
+    let client = cluster.client(1);
+    let sleep = |name: &str, secs: &str| SubmitRequest::new(name, vec!["sleep".into(), secs.into()]);
+
+    // Timeout kills the process group and records timed_out.
+    let t = client.submit(&SubmitRequest { timeout_ms: Some(500), ..sleep("slow", "30") }, 1).await.unwrap();
+    let job = wait_state(&client, &t.id, |s| s.is_terminal(), "the timeout").await;
+    assert_eq!(job.state, JobState::TimedOut);
+    assert!(job.attempts[0].reason.as_deref().is_some_and(|r| r.contains("timed out")), "{job:?}");
+
+    // Cancel a running job (kills it) and a queued one (never runs).
+    let running = client.submit(&sleep("hog", "30"), 2).await.unwrap();
+    wait_state(&client, &running.id, |s| s == JobState::Running, "the hog to run").await;
+    let queued = client.submit(&sleep("waiter", "1"), 3).await.unwrap();
+    let c = client.cancel(&queued.id).await.expect("cancel queued");
+    assert_eq!(c.state, JobState::Cancelled);
+    let c = client.cancel(&running.id).await.expect("cancel running");
+    assert_eq!(c.state, JobState::Running, "a running job is cancelled by its worker");
+    let job = wait_state(&client, &running.id, |s| s.is_terminal(), "the hog to be cancelled").await;
+    assert_eq!(job.state, JobState::Cancelled);
+    assert!(client.status(&queued.id).await.unwrap().attempts.is_empty(), "a cancelled queued job never ran");
+
+    // Retries with exponential backoff: fails twice, succeeds on attempt 3.
+    let flaky = SubmitRequest {
+        retries: Some(3),
+        ..SubmitRequest::new("flaky", vec!["sh".into(), "-c".into(), "[ \"$SG_ATTEMPT\" -ge 3 ]".into()])
+    };
+    let f = client.submit(&flaky, 4).await.unwrap();
+    let job = wait_state(&client, &f.id, |s| s.is_terminal(), "the flaky job").await;
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.attempts.len(), 3);
+    let starts: Vec<std::time::SystemTime> = job
+        .attempts
+        .iter()
+        .map(|a| humantime::parse_rfc3339(a.started_at.as_deref().expect("started")).expect("rfc3339"))
+        .collect();
+    let gap = |i: usize| starts[i + 1].duration_since(starts[i]).unwrap_or_default();
+    assert!(gap(0) >= Duration::from_millis(1000), "first backoff {:?}", gap(0));
+    assert!(gap(1) >= Duration::from_millis(2000), "second backoff doubles: {:?}", gap(1));
+
+    // A command that does not exist fails with a clear reason.
+    let bad = client.submit(&SubmitRequest::new("ghost", vec!["/no/such/binary".into()]), 5).await.unwrap();
+    let job = wait_state(&client, &bad.id, |s| s.is_terminal(), "the ghost").await;
+    assert_eq!(job.state, JobState::Failed);
+    let reason = job.attempts[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("cannot start") && reason.contains("/no/such/binary"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_readable_from_any_peer_and_after_the_worker_dies() {
+    let mut cluster = TestCluster::start(ClusterSpec { extra: FAST_LEASE.into(), ..ClusterSpec::default() });
+    cluster.wait_leader().await;
+    let script = "for i in 1 2 3; do echo line $i; done; echo oops >&2; echo env $SG_JOB_ID $SG_PARAM_DAY";
+    let mut request = SubmitRequest::new("talker", vec!["sh".into(), "-c".into(), script.into()]);
+    request.params.insert("day".into(), "2026-12-04".into());
+    let s = cluster.client(1).submit(&request, 1).await.unwrap();
+    let job = wait_state(&cluster.client(1), &s.id, |st| st.is_terminal(), "the talker").await;
+    let worker = job.attempts[0].node;
+    let other = cluster.follower_of(worker);
+    let other = if other == worker { 1 + worker % 3 } else { other };
+    let expected = format!("line 1\nline 2\nline 3\noops\nenv {} 2026-12-04\n", s.id);
+    let (source, text) = cluster.client(other).logs(&s.id, None).await.expect("logs via another peer");
+    assert_eq!((source.as_str(), text.as_str()), ("peer", expected.as_str()));
+    cluster.kill(worker);
+    let (source, text) =
+        cluster.client(other).logs(&s.id, Some(1)).await.expect("logs after the worker died");
+    assert_eq!((source.as_str(), text.as_str()), ("tail", expected.as_str()));
+    let missing = cluster.client(other).logs(&s.id, Some(9)).await.expect_err("no attempt 9");
+    assert_eq!(missing.status(), Some(404));
 }

@@ -115,20 +115,25 @@ fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
-/// The guard's main loop (`sgnode guard`): runs until its parent worker is
-/// gone and nothing is left to fence.
+/// The guard's main loop (`sgnode guard`): kills the registered jobs when
+/// the lease expires (worker frozen or cut off) or at once when the worker
+/// process is gone (nobody could ever report their outcome, so letting them
+/// finish would only make their rerun a second run). Returns when the
+/// worker is gone and nothing is left to fence.
 pub fn run_guard(work_dir: &Path, parent: i32) {
     let fence = FenceDir::new(work_dir);
     loop {
-        if fence.has_running() && now_millis() > fence.lease_until() {
+        let parent_alive = alive(parent);
+        if fence.has_running() && (!parent_alive || now_millis() > fence.lease_until()) {
             let killed = fence.kill_all();
             if killed > 0 {
-                eprintln!("sgnode guard: lease expired, killed {killed} job process group(s)");
+                let why = if parent_alive { "lease expired" } else { "worker is gone" };
+                eprintln!("sgnode guard: {why}, killed {killed} job process group(s)");
             }
         }
-        if !alive(parent) && !fence.has_running() {
+        if !parent_alive && !fence.has_running() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -106,6 +106,17 @@ pub async fn run(
         .stderr(log_err)
         .process_group(0)
         .kill_on_drop(false);
+    // If this peer dies, its job dies with it: a dead worker can never
+    // report the outcome, so the job would only run again elsewhere. (The
+    // guard then kills the rest of the process group.) Spawning happens on
+    // a long-lived runtime thread, whose exit is what triggers the signal.
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {

@@ -89,9 +89,20 @@ pub async fn run_worker(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) {
     }
     dirs.fence.expire_lease();
     let mut guard = spawn_guard(&work);
+    // Outcomes a previous run recorded but could not report: report them
+    // before registering, while the attempts are still ours, so a job that
+    // finished just before a crash is not run again.
+    let pending_dir = work.join("reports");
+    if let Err(e) = std::fs::create_dir_all(&pending_dir) {
+        tracing::error!(
+            "cannot create {}: {e}; outcomes of a crash window may be lost",
+            pending_dir.display()
+        );
+    }
+    replay_pending_reports(&peer, &pending_dir, &mut shutdown).await;
 
     let lease = Arc::new(Lease::default());
-    let (report_tx, report_rx) = mpsc::unbounded_channel::<Command>();
+    let (report_tx, report_rx) = mpsc::unbounded_channel::<Report>();
     let (incarnation_tx, incarnation_rx) = watch::channel(0u64);
     let mut tasks = JoinSet::new();
     tasks.spawn(run_reporter(peer.clone(), report_rx, shutdown.clone()));
@@ -201,12 +212,12 @@ pub async fn run_worker(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) {
                     "cancelled before it started".into(),
                     String::new(),
                 );
-                let _ = report_tx.send(Command::Finished {
+                let _ = report_tx.send(Report::transient(Command::Finished {
                     job: job.id,
                     attempt: attempt.number,
                     node: peer.id,
                     end,
-                });
+                }));
                 continue;
             }
             if !lease_ok {
@@ -224,6 +235,7 @@ pub async fn run_worker(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) {
                 lease.clone(),
                 kill_rx,
                 report_tx.clone(),
+                pending_dir.clone(),
                 done_tx.clone(),
             ));
         }
@@ -338,10 +350,78 @@ async fn run_heartbeats(
     }
 }
 
+/// A report on its way to the leader, with the file that keeps it across a
+/// crash until it has landed.
+struct Report {
+    command: Command,
+    persisted: Option<PathBuf>,
+}
+
+impl Report {
+    fn transient(command: Command) -> Report {
+        Report { command, persisted: None }
+    }
+
+    /// Writes the report to `dir` first (write + rename), so it survives a
+    /// crash of this peer.
+    fn durable(command: Command, dir: &std::path::Path, name: &str) -> Report {
+        let path = dir.join(name);
+        let tmp = dir.join(format!("{name}.tmp"));
+        let written = crate::raft::encode(&command)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        match written {
+            Ok(()) => Report { command, persisted: Some(path) },
+            Err(e) => {
+                tracing::warn!("cannot persist report {name}: {e}");
+                Report { command, persisted: None }
+            }
+        }
+    }
+}
+
+async fn replay_pending_reports(peer: &Peer, dir: &std::path::Path, shutdown: &mut watch::Receiver<bool>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut commands = Vec::new();
+    let mut paths = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match std::fs::read(&path).ok().and_then(|b| crate::raft::decode::<Command>(&b).ok()) {
+            Some(c) if path.extension().is_none() => {
+                commands.push(c);
+                paths.push(path);
+            }
+            _ => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    if commands.is_empty() {
+        return;
+    }
+    tracing::info!("reporting {} outcome(s) recorded before a restart", commands.len());
+    loop {
+        match peer.write(commands.clone()).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::debug!("replaying reports failed: {e}");
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        }
+    }
+    for path in paths {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Sends worker reports in batches; retries a batch until it lands.
 async fn run_reporter(
     peer: Arc<Peer>,
-    mut rx: mpsc::UnboundedReceiver<Command>,
+    mut rx: mpsc::UnboundedReceiver<Report>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -349,13 +429,19 @@ async fn run_reporter(
             _ = shutdown.changed() => return,
             first = rx.recv() => match first { Some(c) => c, None => return },
         };
-        let mut batch = vec![first];
+        let mut reports = vec![first];
         while let Ok(more) = rx.try_recv() {
-            batch.push(more);
+            reports.push(more);
         }
+        let batch: Vec<Command> = reports.iter().map(|r| r.command.clone()).collect();
         for attempt in 0u32..1000 {
             match peer.write(batch.clone()).await {
-                Ok(_) => break,
+                Ok(_) => {
+                    for path in reports.iter().filter_map(|r| r.persisted.as_ref()) {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::debug!("report attempt {attempt} failed: {e}");
                     tokio::select! {
@@ -389,7 +475,8 @@ async fn run_attempt(
     fence: FenceDir,
     lease: Arc<Lease>,
     kill: watch::Receiver<Option<KillReason>>,
-    reports: mpsc::UnboundedSender<Command>,
+    reports: mpsc::UnboundedSender<Report>,
+    pending_dir: PathBuf,
     done: mpsc::UnboundedSender<(JobId, u32)>,
 ) {
     let cwd = attempts_dir.join(format!("{}-{attempt}", job.id));
@@ -410,7 +497,7 @@ async fn run_attempt(
             let result = process::run(&spec, kill, |pgid| {
                 fence.register(pgid);
                 spawned_pgid = Some(pgid);
-                let _ = reports.send(Command::Started { job: job.id, attempt, node });
+                let _ = reports.send(Report::transient(Command::Started { job: job.id, attempt, node }));
             })
             .await;
             if let Some(pgid) = spawned_pgid {
@@ -492,7 +579,8 @@ async fn run_attempt(
             attempt_end(AttemptOutcome::Failed, None, None, duration_ms, reason, tail)
         }
     };
-    let _ = reports.send(Command::Finished { job: job.id, attempt, node, end });
+    let finished = Command::Finished { job: job.id, attempt, node, end };
+    let _ = reports.send(Report::durable(finished, &pending_dir, &format!("{}-{attempt}", job.id)));
     let _ = std::fs::remove_dir_all(&cwd);
     let _ = done.send((job.id, attempt));
 }

@@ -45,12 +45,15 @@ pub struct TestCluster {
 pub struct ClusterSpec {
     pub voters: usize,
     pub learners: usize,
+    /// Top-level lines added to the cluster file.
     pub extra: String,
+    /// Slots of every peer.
+    pub slots: u32,
 }
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        ClusterSpec { voters: 3, learners: 0, extra: String::new() }
+        ClusterSpec { voters: 3, learners: 0, extra: String::new(), slots: 2 }
     }
 }
 
@@ -67,10 +70,11 @@ impl TestCluster {
         );
         for (i, port) in ports.iter().enumerate() {
             text.push_str(&format!(
-                "\n[[peer]]\nid = {}\naddress = \"127.0.0.1:{port}\"\ndata_dir = \"peer{}\"\nvoter = {}\n",
+                "\n[[peer]]\nid = {}\naddress = \"127.0.0.1:{port}\"\ndata_dir = \"peer{}\"\nvoter = {}\nslots = {}\n",
                 i + 1,
                 i + 1,
-                i < spec.voters
+                i < spec.voters,
+                spec.slots
             ));
         }
         let config = dir.path().join("cluster.toml");
@@ -137,6 +141,11 @@ impl TestCluster {
         }
         let _ = child.kill();
         child.wait().ok()
+    }
+
+    /// PID of a running peer.
+    pub fn pid(&self, id: u64) -> u32 {
+        self.children[(id - 1) as usize].as_ref().map(Child::id).expect("peer is running")
     }
 
     pub fn is_running(&self, id: u64) -> bool {
@@ -243,4 +252,96 @@ pub fn cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A command for a job that records its run in `record` (a file outside
+/// the cluster): a start line, a tick every 100 ms for `ticks` ticks, an end
+/// line; each line is `KIND JOB ATTEMPT NODE NANOS`.
+pub fn recording_job(record: &Path, ticks: u32) -> Vec<String> {
+    let script = format!(
+        "r={rec}; line() {{ echo \"$1 $SG_JOB_ID $SG_ATTEMPT $SG_NODE_ID $(date +%s%N)\" >> $r; }}; \
+         line start; i=0; while [ $i -lt {ticks} ]; do sleep 0.1; line tick; i=$((i+1)); done; line end",
+        rec = record.display()
+    );
+    vec!["sh".into(), "-c".into(), script]
+}
+
+/// One line of a recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordLine {
+    pub kind: String,
+    pub job: String,
+    pub attempt: u32,
+    pub node: u64,
+    pub nanos: u128,
+}
+
+pub fn read_record(record: &Path) -> Vec<RecordLine> {
+    let text = std::fs::read_to_string(record).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some(RecordLine {
+                kind: f.first()?.to_string(),
+                job: f.get(1)?.to_string(),
+                attempt: f.get(2)?.parse().ok()?,
+                node: f.get(3)?.parse().ok()?,
+                nanos: f.get(4)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Each attempt's observed span: first line to last line, per (job, attempt).
+pub fn attempt_spans(
+    lines: &[RecordLine],
+) -> std::collections::BTreeMap<(String, u32), (u64, u128, u128, bool)> {
+    let mut spans = std::collections::BTreeMap::new();
+    for l in lines {
+        let e = spans.entry((l.job.clone(), l.attempt)).or_insert((l.node, l.nanos, l.nanos, false));
+        e.1 = e.1.min(l.nanos);
+        e.2 = e.2.max(l.nanos);
+        e.3 |= l.kind == "end";
+    }
+    spans
+}
+
+/// Asserts that no two attempts of one job overlap in time.
+pub fn assert_no_overlap(lines: &[RecordLine]) {
+    let spans = attempt_spans(lines);
+    let mut by_job: std::collections::BTreeMap<&str, Vec<(u128, u128, u32)>> = Default::default();
+    for ((job, attempt), (_, start, end, _)) in &spans {
+        by_job.entry(job.as_str()).or_default().push((*start, *end, *attempt));
+    }
+    for (job, mut spans) in by_job {
+        spans.sort();
+        for pair in spans.windows(2) {
+            assert!(
+                pair[0].1 < pair[1].0,
+                "job {job}: attempts {} and {} overlap: {pair:?}",
+                pair[0].2,
+                pair[1].2
+            );
+        }
+    }
+}
+
+/// Highest number of attempts running at once on each node.
+pub fn max_concurrency(lines: &[RecordLine]) -> std::collections::BTreeMap<u64, usize> {
+    let mut events: Vec<(u64, u128, i32)> = Vec::new();
+    for (node, start, end, _) in attempt_spans(lines).values() {
+        events.push((*node, *start, 1));
+        events.push((*node, *end, -1));
+    }
+    // Ends sort before starts at the same instant.
+    events.sort_by_key(|e| (e.0, e.1, e.2));
+    let mut max = std::collections::BTreeMap::new();
+    let mut current: std::collections::BTreeMap<u64, i32> = Default::default();
+    for (node, _, delta) in events {
+        let c = current.entry(node).or_default();
+        *c += delta;
+        let m = max.entry(node).or_insert(0usize);
+        *m = (*m).max(*c as usize);
+    }
+    max
 }
