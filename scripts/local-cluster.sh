@@ -7,7 +7,8 @@
 #
 # Environment: SGNODE_HOME (default .local-cluster), SGNODE_BASE_PORT (default
 # 7100; peer i listens on 127.0.0.1:BASE+i), SGNODE_PROFILE (debug|release,
-# default debug), SGNODE_TOKEN (default: random, kept in $SGNODE_HOME/env).
+# default debug), SGNODE_TOKEN (default: random, kept in $SGNODE_HOME/env),
+# SGNODE_SLOTS (job slots per peer, default 2).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,6 +42,7 @@ write_config() {
       echo "id = $i"
       echo "address = \"127.0.0.1:$((base_port + i))\""
       echo "data_dir = \"peer$i\""
+      echo "slots = ${SGNODE_SLOTS:-2}"
       # Three (or five) voters at most; the rest join as learners.
       if [ "$i" -le 3 ] || { [ "$n" -ge 5 ] && [ "$i" -le 5 ]; }; then echo "voter = true"; else echo "voter = false"; fi
     done

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 
-use crate::api::views::{BatchItem, BatchSubmitRequest, SubmitRequest};
+use crate::api::views::{BatchItem, BatchSubmitRequest, JobView, SubmitRequest};
 use crate::client::Client;
 use crate::config::ClusterConfig;
 
@@ -139,6 +139,139 @@ impl SubmitBench {
         if let Some(e) = last_error {
             println!("last error:  {e}");
         }
+        Ok(())
+    }
+}
+
+/// Options of the execution benchmark.
+#[derive(Debug, Clone, Args)]
+pub struct RunBench {
+    /// Peer URL to submit to and read from.
+    #[arg(long, env = "SGNODE_URL")]
+    pub url: Option<String>,
+    /// Cluster token.
+    #[arg(long, env = "SGNODE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// No-op jobs (`true`) to run.
+    #[arg(long, default_value_t = 2000)]
+    pub jobs: u64,
+    /// Jobs per submit request.
+    #[arg(long, default_value_t = 100)]
+    pub batch: u64,
+    /// Submit one job at a time, waiting for it to start before the next
+    /// (light-load latency) instead of all at once (throughput).
+    #[arg(long)]
+    pub sequential: bool,
+}
+
+fn parse_ms(rfc3339: &str) -> Option<u128> {
+    let t = humantime::parse_rfc3339(rfc3339).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis())
+}
+
+impl RunBench {
+    /// Submits no-op jobs, waits until all finished, and reports how fast
+    /// they were started and the submit-to-start latency (leader clock:
+    /// `submitted_at` to the applied `Started` report).
+    ///
+    /// # Errors
+    /// Client errors, or jobs that do not finish within 10 minutes.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let url = match self.url.clone() {
+            Some(u) => u,
+            None => {
+                let config = ClusterConfig::load(std::path::Path::new("cluster.toml"))
+                    .context("no --url given and ./cluster.toml is not usable")?;
+                ClusterConfig::peer_url(config.peers.first().context("no peers")?)
+            }
+        };
+        let client = Client::new(&url, self.token.clone());
+        let name = format!("bench-run-{:08x}", rand::random::<u32>());
+        let job = |i: u64| SubmitRequest {
+            params: [("i".to_string(), i.to_string())].into(),
+            ..SubmitRequest::new(&name, vec!["true".into()])
+        };
+        let started = Instant::now();
+        if self.sequential {
+            for i in 0..self.jobs {
+                let s = client.submit(&job(i), rand::random()).await?;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while client
+                    .status(&s.id)
+                    .await?
+                    .attempts
+                    .first()
+                    .and_then(|a| a.started_at.as_ref())
+                    .is_none()
+                {
+                    anyhow::ensure!(Instant::now() < deadline, "job {} did not start within 30s", s.id);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        } else {
+            let mut i = 0;
+            while i < self.jobs {
+                let jobs: Vec<SubmitRequest> = (i..(i + self.batch).min(self.jobs)).map(job).collect();
+                i += jobs.len() as u64;
+                client.submit_batch(&BatchSubmitRequest { jobs }, rand::random()).await?;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let finished: Vec<JobView> = loop {
+            let mut all = Vec::new();
+            let mut before: Option<String> = None;
+            loop {
+                let mut query = vec![("name", name.clone()), ("limit", "10000".to_string())];
+                if let Some(b) = &before {
+                    query.push(("before", b.clone()));
+                }
+                let page = client.history(&query).await?;
+                let done = page.len() < 10_000;
+                before = page.last().map(|j| j.id.clone());
+                all.extend(page);
+                if done {
+                    break;
+                }
+            }
+            if all.len() as u64 == self.jobs && all.iter().all(|j| j.state.is_terminal()) {
+                break all;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "jobs did not finish within 10 minutes");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let elapsed = started.elapsed();
+        let mut latencies = Vec::new();
+        let (mut first_submit, mut last_start) = (u128::MAX, 0u128);
+        for j in &finished {
+            let submitted = parse_ms(&j.submitted_at).unwrap_or_default();
+            first_submit = first_submit.min(submitted);
+            if let Some(start) = j.attempts.first().and_then(|a| a.started_at.as_deref()).and_then(parse_ms) {
+                last_start = last_start.max(start);
+                latencies.push(Duration::from_millis(start.saturating_sub(submitted) as u64));
+            }
+        }
+        latencies.sort_unstable();
+        let succeeded = finished.iter().filter(|j| j.state == crate::queue::JobState::Succeeded).count();
+        let span_s = (last_start.saturating_sub(first_submit)).max(1) as f64 / 1000.0;
+        println!(
+            "jobs:              {}  succeeded: {succeeded}  ({})",
+            self.jobs,
+            if self.sequential { "sequential" } else { "all at once" }
+        );
+        println!(
+            "wall time:         {:.2} s (submit to all finished, as seen by this client)",
+            elapsed.as_secs_f64()
+        );
+        println!(
+            "started/s:         {:.0} (first submit to last start, leader clock)",
+            latencies.len() as f64 / span_s
+        );
+        println!(
+            "submit->start ms:  p50 {}  p99 {}  max {}",
+            percentile(&latencies, 50.0).as_millis(),
+            percentile(&latencies, 99.0).as_millis(),
+            latencies.last().copied().unwrap_or_default().as_millis()
+        );
         Ok(())
     }
 }

@@ -94,6 +94,14 @@ pub enum CliCommand {
         /// Job id.
         id: String,
     },
+    /// Pause or resume placement: queued jobs wait, running ones continue.
+    Queue {
+        #[command(flatten)]
+        conn: Connection,
+        /// pause or resume
+        #[arg(value_parser = ["pause", "resume"])]
+        action: String,
+    },
     /// Show the peers, their roles and Raft progress.
     Nodes {
         #[command(flatten)]
@@ -118,6 +126,8 @@ pub enum CliCommand {
 pub enum BenchCommand {
     /// Submit unique jobs from many concurrent clients and report rate and latency.
     Submit(crate::bench::SubmitBench),
+    /// Run no-op jobs and report jobs started/s and submit-to-start latency.
+    Run(crate::bench::RunBench),
 }
 
 /// What a job asks of the cluster.
@@ -265,6 +275,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("job {} {}", response.id, response.state);
             Ok(())
         }
+        CliCommand::Queue { conn, action } => {
+            let view = conn.client()?.set_paused(action == "pause").await.map_err(Exit)?;
+            if conn.json {
+                return print_json(&view);
+            }
+            println!("placement {}", if view.paused { "paused" } else { "running" });
+            Ok(())
+        }
         CliCommand::Nodes { conn } => {
             let view = conn.client()?.nodes().await.map_err(Exit)?;
             if conn.json {
@@ -278,6 +296,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         CliCommand::Bench { which: BenchCommand::Submit(bench) } => bench.run().await,
+        CliCommand::Bench { which: BenchCommand::Run(bench) } => bench.run().await,
     }
 }
 

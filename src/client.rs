@@ -217,6 +217,15 @@ impl Client {
         self.send(self.http.post(&url), &url).await
     }
 
+    /// Pauses (`true`) or resumes placement cluster-wide.
+    ///
+    /// # Errors
+    /// `unauthorized`, `no_quorum`.
+    pub async fn set_paused(&self, paused: bool) -> Result<QueueView, ClientError> {
+        let url = self.url(if paused { "queue/pause" } else { "queue/resume" });
+        self.send(self.http.post(&url), &url).await
+    }
+
     /// The cluster as this peer sees it.
     ///
     /// # Errors

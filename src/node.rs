@@ -38,6 +38,8 @@ use crate::raft::{NodeId, Raft, RaftMetrics, StorageError};
 const MAX_COMMANDS_PER_ENTRY: usize = 4096;
 /// Raft entries the batcher keeps in flight at once (pipelining).
 const MAX_ENTRIES_IN_FLIGHT: usize = 8;
+/// Forwarded batches a follower keeps in flight to the leader.
+const MAX_FORWARDS_IN_FLIGHT: usize = 4;
 /// Most GC removals per proposal, so one GC never stalls applies.
 const GC_BATCH: u32 = 10_000;
 
@@ -130,7 +132,10 @@ pub struct Peer {
     pub raft: Raft,
     pub state: SharedState,
     store: Arc<Store>,
+    /// Leader side: writes waiting to become a Raft entry.
     batcher: mpsc::Sender<PendingWrite>,
+    /// Follower side: writes waiting to be forwarded to the leader together.
+    forwarder: mpsc::Sender<PendingWrite>,
     /// Client for forwarding writes and asking other peers for their status.
     pub http: reqwest::Client,
     shutdown: watch::Receiver<bool>,
@@ -186,6 +191,7 @@ impl Peer {
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
         let (batcher_tx, batcher_rx) = mpsc::channel(65_536);
+        let (forwarder_tx, forwarder_rx) = mpsc::channel(65_536);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
@@ -198,13 +204,27 @@ impl Peer {
             state,
             store,
             batcher: batcher_tx,
+            forwarder: forwarder_tx,
             http,
             shutdown: shutdown.clone(),
             liveness: Default::default(),
         });
 
         let mut tasks = JoinSet::new();
-        tasks.spawn(run_batcher(peer.raft.clone(), batcher_rx, shutdown.clone()));
+        let raft = peer.raft.clone();
+        tasks.spawn(run_batches(batcher_rx, shutdown.clone(), MAX_ENTRIES_IN_FLIGHT, move |commands| {
+            propose(raft.clone(), commands)
+        }));
+        let weak = Arc::downgrade(&peer);
+        tasks.spawn(run_batches(forwarder_rx, shutdown.clone(), MAX_FORWARDS_IN_FLIGHT, move |commands| {
+            let weak = weak.clone();
+            async move {
+                match weak.upgrade() {
+                    Some(peer) => peer.forward(commands).await,
+                    None => Err(ProposeError::Fatal("peer stopped".into())),
+                }
+            }
+        }));
         tasks.spawn(run_housekeeping(peer.clone(), shutdown.clone()));
         tasks.spawn(crate::arbiter::run_arbiter(peer.clone(), shutdown.clone()));
         tasks.spawn(crate::runner::worker::run_worker(peer.clone(), shutdown));
@@ -273,8 +293,8 @@ impl Peer {
             }
             let leader = metrics_rx.borrow_and_update().current_leader;
             let attempt = match leader {
-                Some(leader) if leader == self.id => self.propose_local(commands.clone()).await,
-                Some(leader) => self.forward(leader, commands.clone(), deadline).await,
+                Some(leader) if leader == self.id => self.enqueue(&self.batcher, commands.clone()).await,
+                Some(_) => self.enqueue(&self.forwarder, commands.clone()).await,
                 None => Err(ProposeError::NotLeader(None)),
             };
             match attempt {
@@ -303,7 +323,7 @@ impl Peer {
     /// Entry point for writes forwarded by followers.
     pub async fn handle_forwarded(&self, write: ForwardedWrite) -> Result<ForwardedReply, WriteError> {
         let timeout = self.config.write_timeout;
-        match tokio::time::timeout(timeout, self.propose_local(write.commands)).await {
+        match tokio::time::timeout(timeout, self.enqueue(&self.batcher, write.commands)).await {
             Err(_) => Err(WriteError::NoQuorum(timeout)),
             Ok(Ok(result)) => Ok(ForwardedReply::Done(result)),
             Ok(Err(ProposeError::NotLeader(leader))) => Ok(ForwardedReply::NotLeader { leader }),
@@ -311,9 +331,15 @@ impl Peer {
         }
     }
 
-    async fn propose_local(&self, commands: Vec<Command>) -> Result<WriteResult, ProposeError> {
+    /// Queues a write for the leader's batcher (`batcher`) or for the
+    /// follower's forwarder (`forwarder`) and waits for its outcomes.
+    async fn enqueue(
+        &self,
+        queue: &mpsc::Sender<PendingWrite>,
+        commands: Vec<Command>,
+    ) -> Result<WriteResult, ProposeError> {
         let (reply, rx) = oneshot::channel();
-        self.batcher
+        queue
             .send(PendingWrite { commands, reply })
             .await
             .map_err(|_| ProposeError::Fatal("batcher stopped".into()))?;
@@ -326,21 +352,21 @@ impl Peer {
         }
     }
 
-    async fn forward(
-        &self,
-        leader: NodeId,
-        commands: Vec<Command>,
-        deadline: tokio::time::Instant,
-    ) -> Result<WriteResult, ProposeError> {
+    /// Sends many followers' writes to the leader in one request.
+    async fn forward(&self, commands: Vec<Command>) -> Result<WriteResult, ProposeError> {
+        let Some(leader) = self.metrics().current_leader else { return Err(ProposeError::NotLeader(None)) };
+        if leader == self.id {
+            // We became leader meanwhile: the caller retries locally.
+            return Err(ProposeError::NotLeader(Some(leader)));
+        }
         let Some(address) = self.peer_address(leader) else { return Err(ProposeError::NotLeader(None)) };
         let body = crate::raft::encode(&ForwardedWrite { commands })
             .map_err(|e| ProposeError::Fatal(e.to_string()))?;
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let response = self
             .http
             .post(format!("http://{address}/raft/write"))
             .bearer_auth(&self.config.token)
-            .timeout(remaining.max(Duration::from_millis(10)))
+            .timeout(self.config.write_timeout)
             .body(body)
             .send()
             .await;
@@ -452,17 +478,25 @@ impl Peer {
     }
 }
 
-/// Gathers pending writes into Raft entries. Several entries may be in
-/// flight; each carries up to [`MAX_COMMANDS_PER_ENTRY`] commands.
-async fn run_batcher(raft: Raft, mut rx: mpsc::Receiver<PendingWrite>, mut shutdown: watch::Receiver<bool>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
+/// Gathers pending writes into batches and hands each batch to `dispatch`,
+/// with up to `in_flight` batches outstanding. Waiting for a free slot
+/// before draining the queue lets writes pile up while batches are in
+/// flight, which is what makes the next batch big.
+async fn run_batches<F, Fut>(
+    mut rx: mpsc::Receiver<PendingWrite>,
+    mut shutdown: watch::Receiver<bool>,
+    in_flight: usize,
+    dispatch: F,
+) where
+    F: Fn(Vec<Command>) -> Fut,
+    Fut: std::future::Future<Output = Result<WriteResult, ProposeError>> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(in_flight));
     let mut tasks = JoinSet::new();
     loop {
-        // Waiting for a slot first lets writes pile up while entries are in
-        // flight, which is what makes the next entry big.
         let permit = tokio::select! {
             _ = shutdown.changed() => break,
-            permit = in_flight.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+            permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
         };
         let first = tokio::select! {
             _ = shutdown.changed() => break,
@@ -479,9 +513,10 @@ async fn run_batcher(raft: Raft, mut rx: mpsc::Receiver<PendingWrite>, mut shutd
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        let commands: Vec<Command> = batch.iter().flat_map(|w| w.commands.iter().cloned()).collect();
+        let sent = dispatch(commands);
         tasks.spawn(async move {
-            propose_batch(&raft, batch).await;
+            reply_all(batch, sent.await);
             drop(permit);
         });
         while tasks.try_join_next().is_some() {}
@@ -489,26 +524,17 @@ async fn run_batcher(raft: Raft, mut rx: mpsc::Receiver<PendingWrite>, mut shutd
     tasks.shutdown().await;
 }
 
-async fn propose_batch(raft: &Raft, batch: Vec<PendingWrite>) {
-    let commands: Vec<Command> = batch.iter().flat_map(|w| w.commands.iter().cloned()).collect();
-    let proposal = Proposal { now: now_millis(), commands };
-    match raft.client_write(proposal).await {
-        Ok(response) => {
-            let log_index = response.log_id.index;
-            let mut outcomes = response.data.into_iter();
+/// Splits a batch's outcomes back to its writers, in order.
+fn reply_all(batch: Vec<PendingWrite>, result: Result<WriteResult, ProposeError>) {
+    match result {
+        Ok(result) => {
+            let mut outcomes = result.outcomes.into_iter();
             for write in batch {
                 let mine: Vec<Outcome> = outcomes.by_ref().take(write.commands.len()).collect();
-                let _ = write.reply.send(Ok(WriteResult { log_index, outcomes: mine }));
+                let _ = write.reply.send(Ok(WriteResult { log_index: result.log_index, outcomes: mine }));
             }
         }
-        Err(e) => {
-            let error = match e {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                    ProposeError::NotLeader(f.leader_id)
-                }
-                RaftError::APIError(other) => ProposeError::Fatal(other.to_string()),
-                RaftError::Fatal(fatal) => ProposeError::Fatal(fatal.to_string()),
-            };
+        Err(error) => {
             for write in batch {
                 let _ = write.reply.send(Err(match &error {
                     ProposeError::NotLeader(l) => ProposeError::NotLeader(*l),
@@ -516,6 +542,18 @@ async fn propose_batch(raft: &Raft, batch: Vec<PendingWrite>) {
                 }));
             }
         }
+    }
+}
+
+/// Proposes one batch as one Raft entry, stamped with the leader's clock.
+async fn propose(raft: Raft, commands: Vec<Command>) -> Result<WriteResult, ProposeError> {
+    match raft.client_write(Proposal { now: now_millis(), commands }).await {
+        Ok(response) => Ok(WriteResult { log_index: response.log_id.index, outcomes: response.data }),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(ProposeError::NotLeader(f.leader_id))
+        }
+        Err(RaftError::APIError(other)) => Err(ProposeError::Fatal(other.to_string())),
+        Err(RaftError::Fatal(fatal)) => Err(ProposeError::Fatal(fatal.to_string())),
     }
 }
 

@@ -180,6 +180,17 @@ async fn cancel(peer: Arc<Peer>, raw_id: String, auth: Option<String>) -> Result
     }
 }
 
+async fn set_paused(peer: Arc<Peer>, action: String, auth: Option<String>) -> Result<Response, ApiError> {
+    check_token(&peer, auth.as_deref())?;
+    let paused = match action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        other => return Err(ApiError::NotFound(format!("no queue action {other:?}; use pause or resume"))),
+    };
+    peer.write(vec![Command::SetPaused { paused }]).await?;
+    Ok(json(StatusCode::OK, &QueueView { paused }))
+}
+
 fn job_status(peer: &Peer, raw_id: &str) -> Result<Response, ApiError> {
     let id = parse_job_id(raw_id)?;
     let applied = peer.state.read();
@@ -323,9 +334,9 @@ fn role(state: ServerState) -> &'static str {
 /// This peer's own view.
 pub fn local_view(peer: &Peer) -> LocalView {
     let metrics = peer.metrics();
-    let (stats, settings) = {
+    let (stats, settings, paused) = {
         let applied = peer.state.read();
-        (applied.funnel.stats(), *applied.funnel.settings())
+        (applied.funnel.stats(), *applied.funnel.settings(), applied.funnel.meta().paused)
     };
     LocalView {
         id: peer.id,
@@ -338,6 +349,7 @@ pub fn local_view(peer: &Peer) -> LocalView {
         jobs: stats.jobs,
         queued: stats.queued,
         settings,
+        paused,
     }
 }
 
@@ -494,6 +506,12 @@ pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Inf
         .and(with_peer(peer.clone()))
         .and(warp::query::<BTreeMap<String, String>>())
         .map(|p: Arc<Peer>, q| respond(history(&p, q)));
+    let queue_route = api
+        .and(warp::path!("queue" / String))
+        .and(warp::post())
+        .and(with_peer(peer.clone()))
+        .and(auth())
+        .then(|action, p, a| async move { respond(set_paused(p, action, a).await) });
     let logs_route = api
         .and(warp::path!("jobs" / String / "logs"))
         .and(warp::get())
@@ -529,6 +547,8 @@ pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Inf
         .or(status_route)
         .unify()
         .or(logs_route)
+        .unify()
+        .or(queue_route)
         .unify()
         .or(history_route)
         .unify()

@@ -206,6 +206,8 @@ pub struct LocalView {
     pub queued: u64,
     /// The replicated settings this replica applies.
     pub settings: crate::queue::Settings,
+    /// Placement paused (`sgnode queue pause`).
+    pub paused: bool,
 }
 
 /// A peer as `nodes` shows it.
@@ -251,4 +253,10 @@ pub struct DigestView {
 pub struct CancelResponse {
     pub id: String,
     pub state: JobState,
+}
+
+/// Answer to `POST /api/v1/queue/pause` and `/resume`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueView {
+    pub paused: bool,
 }

@@ -62,6 +62,9 @@ impl Funnel {
         limit: usize,
         scan: usize,
     ) -> Vec<(JobId, NodeId)> {
+        if self.meta.paused {
+            return Vec::new();
+        }
         let mut spare: BTreeMap<NodeId, (u64, u64)> = alive
             .iter()
             .filter(|id| self.meta.nodes.get(id).is_some_and(|n| !n.lost))

@@ -278,6 +278,8 @@ pub enum Command {
     Finished { job: JobId, attempt: u32, node: NodeId, end: AttemptEnd },
     /// The leader gave up on a node: its attempts are lost and requeued.
     NodeLost { node: NodeId },
+    /// Pause or resume placement (maintenance, benchmarks of the queue).
+    SetPaused { paused: bool },
     /// Drop finished jobs past retention (at most `limit` per command so that
     /// one Gc never stalls the state machine).
     Gc { limit: u32 },
@@ -336,6 +338,9 @@ pub enum Outcome {
     /// A worker report; `current` is false when it was stale (ignored).
     Reported {
         current: bool,
+    },
+    Paused {
+        paused: bool,
     },
     NodeMarkedLost {
         requeued: u32,

@@ -31,11 +31,13 @@ pub struct Meta {
     pub clock: Millis,
     /// Registered workers.
     pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Placement paused by an operator: jobs queue up but none start.
+    pub paused: bool,
 }
 
 impl Default for Meta {
     fn default() -> Self {
-        Meta { settings: Settings::default(), next_id: 1, clock: 0, nodes: BTreeMap::new() }
+        Meta { settings: Settings::default(), next_id: 1, clock: 0, nodes: BTreeMap::new(), paused: false }
     }
 }
 
@@ -173,6 +175,10 @@ impl Funnel {
             Command::Started { job, attempt, node } => self.started(now, *job, *attempt, *node),
             Command::Finished { job, attempt, node, end } => self.finished(now, *job, *attempt, *node, end),
             Command::NodeLost { node } => self.node_lost(now, *node),
+            Command::SetPaused { paused } => {
+                self.meta.paused = *paused;
+                Outcome::Paused { paused: *paused }
+            }
             Command::Gc { limit } => Outcome::Collected { removed: self.gc(now, *limit) },
         }
     }

@@ -106,17 +106,10 @@ pub async fn run(
         .stderr(log_err)
         .process_group(0)
         .kill_on_drop(false);
-    // If this peer dies, its job dies with it: a dead worker can never
-    // report the outcome, so the job would only run again elsewhere. (The
-    // guard then kills the rest of the process group.) Spawning happens on
-    // a long-lived runtime thread, whose exit is what triggers the signal.
-    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    // No pre_exec hook on purpose: without one the standard library spawns
+    // with posix_spawn (vfork-like) instead of fork, which matters for a
+    // peer holding a large funnel in memory. Jobs of a dead worker are
+    // killed by the guard within 50 ms instead.
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -135,6 +128,10 @@ pub async fn run(
         }
     };
     let stopped_by = tokio::select! {
+        // An exit that already happened wins over a kill request that
+        // arrives at the same moment (e.g. a worker resuming from a freeze
+        // during which its job finished): the job's real outcome counts.
+        biased;
         status = child.wait() => {
             // The job is its process group: leave no stragglers behind.
             killpg(pgid, libc::SIGKILL);

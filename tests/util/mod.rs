@@ -331,7 +331,9 @@ pub fn max_concurrency(lines: &[RecordLine]) -> std::collections::BTreeMap<u64, 
     let mut events: Vec<(u64, u128, i32)> = Vec::new();
     for (node, start, end, _) in attempt_spans(lines).values() {
         events.push((*node, *start, 1));
-        events.push((*node, *end, -1));
+        // A span covers [start, end]; an attempt killed right after its
+        // first line has start == end and must still count.
+        events.push((*node, *end + 1, -1));
     }
     // Ends sort before starts at the same instant.
     events.sort_by_key(|e| (e.0, e.1, e.2));
@@ -341,7 +343,7 @@ pub fn max_concurrency(lines: &[RecordLine]) -> std::collections::BTreeMap<u64, 
         let c = current.entry(node).or_default();
         *c += delta;
         let m = max.entry(node).or_insert(0usize);
-        *m = (*m).max(*c as usize);
+        *m = (*m).max(usize::try_from(*c).unwrap_or(0));
     }
     max
 }
