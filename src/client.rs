@@ -70,9 +70,14 @@ pub struct Client {
 impl Client {
     /// A client for the peer at `base` (e.g. `http://127.0.0.1:7101`).
     pub fn new(base: &str, token: Option<String>) -> Client {
+        Client::with_timeout(base, token, Duration::from_secs(30))
+    }
+
+    /// Same, with a different per-request time limit.
+    pub fn with_timeout(base: &str, token: Option<String>, timeout: Duration) -> Client {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(2).min(timeout))
+            .timeout(timeout)
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();

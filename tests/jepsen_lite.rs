@@ -10,6 +10,11 @@
 //! - no peer ran more attempts at once than its slots;
 //! - all replicas report the same state digest.
 //!
+//! Nemeses: kill -9 of a peer or the leader and restart, SIGSTOP past the
+//! lease, full-cluster stop and restart, and — where the test can create
+//! network namespaces (root + iproute2; CI runs as root) — partitions that
+//! isolate a peer or the leader by taking its veth link down.
+//!
 //! Short mode (default, CI): `JEPSEN_SECONDS=45`. Longer:
 //! `JEPSEN_SECONDS=600 JEPSEN_SEED=42 cargo test --release --test jepsen_lite -- --nocapture`.
 //! The seed is printed so a failing schedule can be replayed.
@@ -45,8 +50,18 @@ async fn jepsen_lite() {
     let seed = env_u64("JEPSEN_SEED", rand::random::<u16>() as u64);
     println!("jepsen-lite: seed {seed}, {seconds}s of faults (replay with JEPSEN_SEED={seed})");
     let lease = "lease = \"2s\"\nnode_timeout = \"4s\"\nretry_backoff = \"500ms\"\n";
-    let mut cluster =
-        TestCluster::start(ClusterSpec { extra: lease.into(), slots: SLOTS, ..ClusterSpec::default() });
+    let mut cluster = TestCluster::start(ClusterSpec {
+        extra: lease.into(),
+        slots: SLOTS,
+        netns: true,
+        ..ClusterSpec::default()
+    });
+    match cluster.net {
+        Some(_) => println!("jepsen-lite: peers in network namespaces; partitions drop real traffic"),
+        None => {
+            println!("jepsen-lite: no network namespaces here (needs root + iproute2): partitions skipped")
+        }
+    }
     cluster.wait_leader().await;
     let record = cluster.dir.path().join("record");
     let urls: Vec<String> = (1..=cluster.size()).map(|id| cluster.url(id)).collect();
@@ -69,7 +84,8 @@ async fn jepsen_lite() {
                     format!("c{c}-k{n}")
                 };
                 let url = &urls[rng.gen_range(0..urls.len())];
-                let client = sgnode::client::Client::new(url, Some(TOKEN.into()));
+                let client =
+                    sgnode::client::Client::with_timeout(url, Some(TOKEN.into()), Duration::from_secs(5));
                 let request = SubmitRequest {
                     dedup_key: Some(key.clone()),
                     retries: Some(1),
@@ -103,7 +119,26 @@ async fn jepsen_lite() {
             .await
             .ok()
             .and_then(|v| v.leader);
-        match rng.gen_range(0..5) {
+        match rng.gen_range(0..7) {
+            5 | 6 if cluster.net.is_some() => {
+                // Cut one peer off (the leader half of the time): a
+                // minority/majority split with real dropped packets.
+                let victim = match (rng.gen_bool(0.5), leader) {
+                    (true, Some(l)) if cluster.is_running(l) => l,
+                    _ => running[rng.gen_range(0..running.len())],
+                };
+                let net = cluster.net.as_ref().expect("netns");
+                net.isolate(victim);
+                *faults
+                    .entry(if Some(victim) == leader {
+                        "partition: leader isolated"
+                    } else {
+                        "partition: peer isolated"
+                    })
+                    .or_default() += 1;
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(2000..7000))).await;
+                net.heal(victim);
+            }
             0 | 1 => {
                 // kill -9 one peer (the leader half of the time), restart it later.
                 let victim = match (rng.gen_bool(0.5), leader) {

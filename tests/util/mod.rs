@@ -39,6 +39,91 @@ pub struct TestCluster {
     pub config: PathBuf,
     pub ports: Vec<u16>,
     children: Vec<Option<Child>>,
+    /// Set when the peers live in network namespaces.
+    pub net: Option<Netns>,
+}
+
+/// Network namespaces made by a test: one per peer, each with a veth into a
+/// bridge in the test's own namespace. Removed on drop.
+pub struct Netns {
+    tag: String,
+    peers: usize,
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Netns {
+    /// Creates the namespaces, or None where this machine cannot.
+    pub fn create(peers: usize) -> Option<Netns> {
+        let tag = format!("sg{}", std::process::id() % 100_000);
+        let net = Netns { tag, peers };
+        let bridge = net.bridge();
+        let mut ok = ip(&["link", "add", &bridge, "type", "bridge"])
+            && ip(&["addr", "add", "10.199.0.254/24", "dev", &bridge])
+            && ip(&["link", "set", &bridge, "up"]);
+        for i in 1..=peers {
+            let (ns, host, inner) = (net.ns(i), net.host_if(i), format!("{}p{i}", net.tag));
+            let addr = format!("10.199.0.{i}/24");
+            ok = ok
+                && ip(&["netns", "add", &ns])
+                && ip(&["link", "add", &host, "type", "veth", "peer", "name", &inner])
+                && ip(&["link", "set", &inner, "netns", &ns])
+                && ip(&["link", "set", &host, "master", &bridge])
+                && ip(&["link", "set", &host, "up"])
+                && ip(&["netns", "exec", &ns, "ip", "addr", "add", &addr, "dev", &inner])
+                && ip(&["netns", "exec", &ns, "ip", "link", "set", &inner, "up"])
+                && ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+        }
+        if ok {
+            Some(net)
+        } else {
+            drop(net);
+            None
+        }
+    }
+
+    fn bridge(&self) -> String {
+        format!("{}br", self.tag)
+    }
+
+    fn host_if(&self, i: usize) -> String {
+        format!("{}h{i}", self.tag)
+    }
+
+    pub fn ns(&self, i: usize) -> String {
+        format!("{}n{i}", self.tag)
+    }
+
+    pub fn address(i: usize) -> String {
+        format!("10.199.0.{i}:7100")
+    }
+
+    /// Cuts peer `i` off from everyone (its link goes down).
+    pub fn isolate(&self, i: u64) {
+        ip(&["link", "set", &self.host_if(i as usize), "down"]);
+    }
+
+    /// Reconnects peer `i`.
+    pub fn heal(&self, i: u64) {
+        ip(&["link", "set", &self.host_if(i as usize), "up"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for i in 1..=self.peers {
+            ip(&["netns", "del", &self.ns(i)]);
+            ip(&["link", "del", &self.host_if(i)]);
+        }
+        ip(&["link", "del", &self.bridge()]);
+    }
 }
 
 /// Extra top-level lines for the cluster file.
@@ -49,11 +134,14 @@ pub struct ClusterSpec {
     pub extra: String,
     /// Slots of every peer.
     pub slots: u32,
+    /// Run each peer in its own network namespace behind a bridge, so that
+    /// partitions can drop real traffic (needs root and iproute2).
+    pub netns: bool,
 }
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        ClusterSpec { voters: 3, learners: 0, extra: String::new(), slots: 2 }
+        ClusterSpec { voters: 3, learners: 0, extra: String::new(), slots: 2, netns: false }
     }
 }
 
@@ -62,15 +150,17 @@ impl TestCluster {
     pub fn start(spec: ClusterSpec) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let total = spec.voters + spec.learners;
-        let ports: Vec<u16> = (0..total).map(|_| free_port()).collect();
+        let net = if spec.netns { Netns::create(total) } else { None };
+        let ports: Vec<u16> = (0..total).map(|_| if net.is_some() { 7100 } else { free_port() }).collect();
         let mut text = format!(
             "cluster_name = \"test\"\ntoken = \"{TOKEN}\"\nwrite_timeout = \"3s\"\n{}\n\
              [raft]\nheartbeat_ms = 100\nelection_min_ms = 600\nelection_max_ms = 1000\n",
             spec.extra
         );
         for (i, port) in ports.iter().enumerate() {
+            let address = if net.is_some() { Netns::address(i + 1) } else { format!("127.0.0.1:{port}") };
             text.push_str(&format!(
-                "\n[[peer]]\nid = {}\naddress = \"127.0.0.1:{port}\"\ndata_dir = \"peer{}\"\nvoter = {}\nslots = {}\n",
+                "\n[[peer]]\nid = {}\naddress = \"{address}\"\ndata_dir = \"peer{}\"\nvoter = {}\nslots = {}\n",
                 i + 1,
                 i + 1,
                 i < spec.voters,
@@ -79,7 +169,8 @@ impl TestCluster {
         }
         let config = dir.path().join("cluster.toml");
         std::fs::write(&config, text).expect("write cluster file");
-        let mut cluster = TestCluster { dir, config, ports, children: (0..total).map(|_| None).collect() };
+        let mut cluster =
+            TestCluster { dir, config, ports, children: (0..total).map(|_| None).collect(), net };
         for id in 1..=total as u64 {
             cluster.start_peer(id);
         }
@@ -91,7 +182,10 @@ impl TestCluster {
     }
 
     pub fn url(&self, id: u64) -> String {
-        format!("http://127.0.0.1:{}", self.ports[(id - 1) as usize])
+        match self.net {
+            Some(_) => format!("http://{}", Netns::address(id as usize)),
+            None => format!("http://127.0.0.1:{}", self.ports[(id - 1) as usize]),
+        }
     }
 
     pub fn client(&self, id: u64) -> Client {
@@ -107,7 +201,16 @@ impl TestCluster {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id)).expect("log file");
         let err = log.try_clone().expect("clone log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sgnode"))
+        // In a namespace, `ip netns exec` execs sgnode in place: same PID.
+        let mut command = match &self.net {
+            Some(net) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &net.ns(id as usize), env!("CARGO_BIN_EXE_sgnode")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sgnode")),
+        };
+        let child = command
             .args(["serve", "--config"])
             .arg(&self.config)
             .args(["--id", &id.to_string()])
