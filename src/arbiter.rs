@@ -11,7 +11,7 @@
 //!
 //! [`Funnel::plan_placements`]: crate::queue::Funnel::plan_placements
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,45 +31,62 @@ pub async fn run_arbiter(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) {
     let mut applied = peer.state.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut leader_since: Option<Instant> = None;
+    // (term, when this peer saw itself lead in it); liveness is per term.
+    let mut leading: Option<(u64, Instant)> = None;
+    // When each worker incarnation was first seen registered: a worker that
+    // (re)registers gets a full timeout to send its first heartbeat.
+    let mut first_seen: HashMap<(NodeId, u64), Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tick.tick() => {}
             changed = applied.changed() => if changed.is_err() { return },
         }
-        if peer.metrics().state != ServerState::Leader {
-            if leader_since.take().is_some() {
+        let metrics = peer.metrics();
+        if metrics.state != ServerState::Leader {
+            if leading.take().is_some() {
                 peer.reset_liveness();
             }
             continue;
         }
-        let since = *leader_since.get_or_insert_with(|| {
-            peer.reset_liveness();
-            Instant::now()
-        });
+        let since = match leading {
+            Some((term, since)) if term == metrics.current_term => since,
+            _ => {
+                // A new term (even one where we lead again): heartbeats and
+                // decisions from an older term mean nothing now.
+                peer.reset_liveness();
+                first_seen.clear();
+                let now = Instant::now();
+                leading = Some((metrics.current_term, now));
+                now
+            }
+        };
         let lease = peer.config.lease;
         let node_timeout = peer.config.node_timeout;
-        let (alive, lost) = {
-            let applied = peer.state.read();
-            let mut alive = BTreeSet::new();
-            let mut lost = Vec::new();
-            for node in applied.funnel.nodes().values().filter(|n| !n.lost) {
-                let heard = peer.last_heartbeat(node.id);
-                if heard.is_some_and(|t| t.elapsed() < lease) {
-                    alive.insert(node.id);
-                }
-                // A new leader gives every worker a full timeout to find it.
-                let silent_since = heard.unwrap_or(since).max(since);
-                if silent_since.elapsed() > node_timeout {
-                    lost.push(node.id);
-                }
+        let mut alive = BTreeSet::new();
+        let mut lost = Vec::new();
+        let nodes: Vec<(NodeId, u64)> = peer
+            .state
+            .read()
+            .funnel
+            .nodes()
+            .values()
+            .filter(|n| !n.lost)
+            .map(|n| (n.id, n.incarnation))
+            .collect();
+        first_seen.retain(|key, _| nodes.contains(key));
+        for (id, incarnation) in nodes {
+            if peer.last_heartbeat(id, incarnation).is_some_and(|t| t.elapsed() < lease) {
+                alive.insert(id);
             }
-            (alive, lost)
-        };
+            let registered = *first_seen.entry((id, incarnation)).or_insert_with(Instant::now);
+            if peer.condemn_if_silent(id, incarnation, registered.max(since), node_timeout) {
+                lost.push(id);
+            }
+        }
         if !lost.is_empty() {
             let commands: Vec<Command> = lost.iter().map(|&node| Command::NodeLost { node }).collect();
-            match peer.write(commands).await {
+            match peer.write_as_leader(commands).await {
                 Ok(_) => tracing::warn!("declared lost after {node_timeout:?} without heartbeat: {lost:?}"),
                 Err(e) => tracing::warn!("cannot declare {lost:?} lost: {e}"),
             }
@@ -87,7 +104,7 @@ async fn place(peer: &Peer, alive: &BTreeSet<NodeId>) {
             return;
         }
         let planned = plan.len();
-        match peer.write(vec![Command::Assign { placements: plan }]).await {
+        match peer.write_as_leader(vec![Command::Assign { placements: plan }]).await {
             Ok(result) => {
                 tracing::debug!("assigned {:?} of {planned}", result.outcomes);
                 if planned < MAX_PLACEMENTS_PER_ENTRY {

@@ -36,6 +36,10 @@ use crate::raft::{NodeId, Raft, RaftMetrics, StorageError};
 
 /// Most commands gathered into one Raft entry.
 const MAX_COMMANDS_PER_ENTRY: usize = 4096;
+/// Soft cap on an entry's encoded size: far below the Raft RPC body limit,
+/// so an entry can always be replicated (one oversized write still goes
+/// alone).
+const MAX_BYTES_PER_ENTRY: usize = 8 * 1024 * 1024;
 /// Raft entries the batcher keeps in flight at once (pipelining).
 const MAX_ENTRIES_IN_FLIGHT: usize = 8;
 /// Forwarded batches a follower keeps in flight to the leader.
@@ -125,6 +129,18 @@ pub enum HeartbeatReply {
     Stale,
 }
 
+/// What the leader knows about workers' heartbeats in its current term.
+/// One mutex covers both maps so that "renew a lease" and "declare the
+/// node lost" can never interleave: a heartbeat either lands before the
+/// decision (and prevents it) or after it (and is told `Stale`).
+#[derive(Debug, Default)]
+struct Liveness {
+    /// Last heartbeat per node: (incarnation, when).
+    heard: std::collections::HashMap<NodeId, (u64, std::time::Instant)>,
+    /// Incarnations this leader decided to declare lost.
+    condemned: std::collections::HashSet<(NodeId, u64)>,
+}
+
 /// A running peer. Cheap to share behind an `Arc`.
 pub struct Peer {
     pub id: NodeId,
@@ -139,8 +155,8 @@ pub struct Peer {
     /// Client for forwarding writes and asking other peers for their status.
     pub http: reqwest::Client,
     shutdown: watch::Receiver<bool>,
-    /// Leader only: when each worker's last heartbeat arrived.
-    liveness: std::sync::Mutex<std::collections::HashMap<NodeId, std::time::Instant>>,
+    /// Leader only: heartbeats received and incarnations being declared lost.
+    liveness: std::sync::Mutex<Liveness>,
 }
 
 /// Wall clock in milliseconds; only ever read outside the state machine.
@@ -339,10 +355,15 @@ impl Peer {
         commands: Vec<Command>,
     ) -> Result<WriteResult, ProposeError> {
         let (reply, rx) = oneshot::channel();
-        queue
-            .send(PendingWrite { commands, reply })
+        // A stalled leader (no quorum) stops draining its queue; do not wait
+        // for room forever.
+        match tokio::time::timeout(self.config.write_timeout, queue.send(PendingWrite { commands, reply }))
             .await
-            .map_err(|_| ProposeError::Fatal("batcher stopped".into()))?;
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(ProposeError::Fatal("batcher stopped".into())),
+            Err(_) => return Err(ProposeError::NotLeader(None)),
+        }
         match tokio::time::timeout(self.config.write_timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ProposeError::Fatal("batcher dropped the write".into())),
@@ -420,22 +441,63 @@ impl Peer {
         if !alive {
             return HeartbeatReply::Stale;
         }
-        self.liveness
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(heartbeat.node, std::time::Instant::now());
+        let mut liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        if liveness.condemned.contains(&(heartbeat.node, heartbeat.incarnation)) {
+            return HeartbeatReply::Stale;
+        }
+        liveness.heard.insert(heartbeat.node, (heartbeat.incarnation, std::time::Instant::now()));
         HeartbeatReply::Alive
     }
 
-    /// When the leader last heard from `node` (leader only).
-    pub fn last_heartbeat(&self, node: NodeId) -> Option<std::time::Instant> {
-        self.liveness.lock().unwrap_or_else(|p| p.into_inner()).get(&node).copied()
+    /// When the leader last heard from this incarnation of `node` (leader only).
+    pub fn last_heartbeat(&self, node: NodeId, incarnation: u64) -> Option<std::time::Instant> {
+        let liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        liveness.heard.get(&node).filter(|(inc, _)| *inc == incarnation).map(|(_, t)| *t)
     }
 
-    /// Forgets heartbeats (on losing or gaining leadership: a new term
+    /// Decides, atomically with heartbeat handling, that this incarnation of
+    /// `node` has been silent since `floor` or its last heartbeat (whichever
+    /// is later) for longer than `timeout`. Once it returns true, heartbeats
+    /// from that incarnation are refused, so no lease is renewed while the
+    /// `NodeLost` entry is on its way.
+    pub fn condemn_if_silent(
+        &self,
+        node: NodeId,
+        incarnation: u64,
+        floor: std::time::Instant,
+        timeout: Duration,
+    ) -> bool {
+        let mut liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        let heard = liveness.heard.get(&node).filter(|(inc, _)| *inc == incarnation).map(|(_, t)| *t);
+        let silent_since = heard.map_or(floor, |h| h.max(floor));
+        if silent_since.elapsed() <= timeout {
+            return false;
+        }
+        liveness.condemned.insert((node, incarnation));
+        true
+    }
+
+    /// Forgets heartbeats and decisions (on any change of term: a new term
     /// starts from a clean slate).
     pub fn reset_liveness(&self) {
-        self.liveness.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        liveness.heard.clear();
+        liveness.condemned.clear();
+    }
+
+    /// A write proposed by this peer only if it leads, never forwarded: the
+    /// leader's own decisions (placements, node loss) must not be carried
+    /// out by a later leader that never made them.
+    ///
+    /// # Errors
+    /// [`WriteError::NoQuorum`] when not leader or not committed in time.
+    pub async fn write_as_leader(&self, commands: Vec<Command>) -> Result<WriteResult, WriteError> {
+        let timeout = self.config.write_timeout;
+        match tokio::time::timeout(timeout, self.enqueue(&self.batcher, commands)).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(ProposeError::Fatal(e))) => Err(WriteError::Fatal(e)),
+            Ok(Err(ProposeError::NotLeader(_))) | Err(_) => Err(WriteError::NoQuorum(timeout)),
+        }
     }
 
     /// Sends a heartbeat to the current leader (or handles it locally).
@@ -504,14 +566,21 @@ async fn run_batches<F, Fut>(
         };
         let mut batch = vec![first];
         let mut count = batch[0].commands.len();
-        while count < MAX_COMMANDS_PER_ENTRY {
+        let mut bytes = encoded_size(&batch[0].commands);
+        while count < MAX_COMMANDS_PER_ENTRY && bytes < MAX_BYTES_PER_ENTRY {
             match rx.try_recv() {
                 Ok(w) => {
                     count += w.commands.len();
+                    bytes += encoded_size(&w.commands);
                     batch.push(w);
                 }
                 Err(_) => break,
             }
+        }
+        // Writers that gave up (timed out) are not proposed late.
+        batch.retain(|w| !w.reply.is_closed());
+        if batch.is_empty() {
+            continue;
         }
         let commands: Vec<Command> = batch.iter().flat_map(|w| w.commands.iter().cloned()).collect();
         let sent = dispatch(commands);
@@ -522,6 +591,10 @@ async fn run_batches<F, Fut>(
         while tasks.try_join_next().is_some() {}
     }
     tasks.shutdown().await;
+}
+
+fn encoded_size(commands: &[Command]) -> usize {
+    bincode::serialized_size(commands).map_or(0, |n| n as usize)
 }
 
 /// Splits a batch's outcomes back to its writers, in order.

@@ -626,3 +626,43 @@ async fn logs_are_readable_from_any_peer_and_after_the_worker_dies() {
     let missing = cluster.client(other).logs(&s.id, Some(9)).await.expect_err("no attempt 9");
     assert_eq!(missing.status(), Some(404));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_down_past_node_timeout_rejoins_and_gets_work() {
+    let mut cluster = TestCluster::start(ClusterSpec { extra: FAST_LEASE.into(), ..ClusterSpec::default() });
+    let leader = cluster.wait_leader().await;
+    let worker = cluster.follower_of(leader);
+    cluster.kill(worker);
+    let client = cluster.client(leader);
+    wait_until("the worker to be declared lost", Duration::from_secs(30), || async {
+        let nodes = client.nodes().await.ok()?;
+        nodes.nodes.iter().any(|n| n.id == worker && n.lost).then_some(())
+    })
+    .await;
+    cluster.start_peer(worker);
+    wait_until("the worker to rejoin", Duration::from_secs(30), || async {
+        let nodes = client.nodes().await.ok()?;
+        nodes.nodes.iter().any(|n| n.id == worker && !n.lost).then_some(())
+    })
+    .await;
+    // Longer than node_timeout: a rejoined worker must not be declared lost
+    // again just because its last heartbeat before the crash is old.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let nodes = client.nodes().await.expect("nodes");
+    assert!(nodes.nodes.iter().any(|n| n.id == worker && !n.lost), "worker lost again: {nodes:?}");
+    // Fill every slot: the rejoined worker takes its share.
+    let sleepers = BatchSubmitRequest {
+        jobs: (0..6).map(|i| SubmitRequest::new(&format!("fill{i}"), vec!["sleep".into(), "20".into()])).collect(),
+    };
+    client.submit_batch(&sleepers, 9).await.expect("sleepers");
+    wait_until("a job on the rejoined worker", Duration::from_secs(30), || async {
+        let jobs = client.history(&[("state", "running".into())]).await.ok()?;
+        let mut on_worker = false;
+        for j in jobs {
+            let status = client.status(&j.id).await.ok()?;
+            on_worker |= status.attempts.last().is_some_and(|a| a.node == worker);
+        }
+        on_worker.then_some(())
+    })
+    .await;
+}

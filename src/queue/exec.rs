@@ -138,9 +138,11 @@ impl Funnel {
                 continue;
             }
             let (slots, mem) = self.used(node_id);
-            if slots + u64::from(job.spec.slots) > u64::from(node.slots)
-                || mem + job.spec.mem_mb > node.mem_mb
-            {
+            // Checked: a forged Assign must not overflow inside apply.
+            let fits =
+                slots.checked_add(u64::from(job.spec.slots)).is_some_and(|s| s <= u64::from(node.slots))
+                    && mem.checked_add(job.spec.mem_mb).is_some_and(|m| m <= node.mem_mb);
+            if !fits {
                 continue;
             }
             let incarnation = node.incarnation;

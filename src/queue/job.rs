@@ -64,6 +64,8 @@ fn one_slot() -> u32 {
 
 /// Most slots one job may ask for.
 pub const MAX_JOB_SLOTS: u32 = 1024;
+/// Most memory one job may ask for, MiB (1 PiB: keeps sums far from overflow).
+pub const MAX_JOB_MEM_MB: u64 = 1 << 30;
 /// Most retries one job may ask for.
 pub const MAX_RETRIES: u32 = 100;
 /// Lost attempts (worker vanished) are retried beyond `retries`, up to this
@@ -396,6 +398,12 @@ impl JobSpec {
         }
         if self.slots == 0 || self.slots > MAX_JOB_SLOTS {
             return Err(invalid("slots", format!("must be 1 to {MAX_JOB_SLOTS}, got {}", self.slots)));
+        }
+        if self.mem_mb > MAX_JOB_MEM_MB {
+            return Err(invalid(
+                "mem_mb",
+                format!("must be at most {MAX_JOB_MEM_MB} MiB, got {}", self.mem_mb),
+            ));
         }
         if self.retries > MAX_RETRIES {
             return Err(invalid("retries", format!("must be at most {MAX_RETRIES}, got {}", self.retries)));

@@ -288,8 +288,8 @@ impl Funnel {
         if let (true, Some(attempt)) = (job.holds_capacity(), job.current()) {
             self.placed.entry(attempt.node).or_default().insert(job.id);
             let used = self.used.entry(attempt.node).or_default();
-            used.0 += u64::from(job.spec.slots);
-            used.1 += job.spec.mem_mb;
+            used.0 = used.0.saturating_add(u64::from(job.spec.slots));
+            used.1 = used.1.saturating_add(job.spec.mem_mb);
         }
     }
 
@@ -312,8 +312,8 @@ impl Funnel {
                 }
             }
             if let Some(used) = self.used.get_mut(&attempt.node) {
-                used.0 -= u64::from(job.spec.slots);
-                used.1 -= job.spec.mem_mb;
+                used.0 = used.0.saturating_sub(u64::from(job.spec.slots));
+                used.1 = used.1.saturating_sub(job.spec.mem_mb);
             }
         }
     }

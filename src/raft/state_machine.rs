@@ -172,7 +172,14 @@ fn read_snapshot(store: &Store) -> Result<Option<(SnapshotMeta, Vec<u8>)>, Stora
     }
 }
 
+/// Stores `meta`/`data` as the current snapshot unless a newer one is
+/// already stored (a build racing with an install must not win).
 fn store_snapshot(store: &Store, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+    if let Some((current, _)) = read_snapshot(store)? {
+        if current.last_log_id > meta.last_log_id {
+            return Ok(());
+        }
+    }
     let bytes = encode(&(meta, data)).map_err(|e| snap_err(ErrorVerb::Write, &e))?;
     store.snapshot.insert(CURRENT_SNAPSHOT_KEY, bytes).map_err(|e| snap_err(ErrorVerb::Write, &e))?;
     Ok(())
@@ -272,23 +279,24 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let (meta, data) = {
+        // Copy under the lock, encode outside it: applies must not wait for
+        // the serialisation of the whole history.
+        let (body, last_applied, membership) = {
             let applied = self.shared.read();
             let body = SnapshotBody {
                 last_applied: applied.last_applied,
                 membership: applied.membership.clone(),
                 image: applied.funnel.image(),
             };
+            (body, applied.last_applied, applied.membership.clone())
+        };
+        let (meta, data) = {
             let data = encode(&body).map_err(|e| snap_err(ErrorVerb::Write, &e))?;
-            let snapshot_id = match applied.last_applied {
+            let snapshot_id = match last_applied {
                 Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.seq),
                 None => format!("none-{}", self.seq),
             };
-            let meta = SnapshotMeta {
-                last_log_id: applied.last_applied,
-                last_membership: applied.membership.clone(),
-                snapshot_id,
-            };
+            let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
             (meta, data)
         };
         store_snapshot(&self.store, &meta, &data)?;

@@ -180,7 +180,16 @@ pub async fn read_tail(path: &std::path::Path) -> String {
     }
     let mut bytes = Vec::with_capacity((len - start) as usize);
     let _ = file.read_to_end(&mut bytes).await;
-    String::from_utf8_lossy(&bytes).into_owned()
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    // Replacement characters can make the text longer than the bytes read.
+    if text.len() > LOG_TAIL_BYTES {
+        let mut cut = text.len() - LOG_TAIL_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        text.drain(..cut);
+    }
+    text
 }
 
 #[cfg(test)]

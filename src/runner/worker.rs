@@ -338,8 +338,10 @@ async fn run_heartbeats(
         let sent_wall = now_millis();
         match peer.send_heartbeat(&Heartbeat { node: peer.id, incarnation: inc }).await {
             HeartbeatReply::Alive => {
-                lease.renew(sent_at + peer.config.lease);
+                // File first: the guard must never see an older lease than
+                // the one the worker starts attempts under.
                 fence.write_lease(sent_wall + peer.config.lease.as_millis() as u64);
+                lease.renew(sent_at + peer.config.lease);
             }
             HeartbeatReply::Stale => {
                 lease.revoke();
@@ -434,7 +436,10 @@ async fn run_reporter(
             reports.push(more);
         }
         let batch: Vec<Command> = reports.iter().map(|r| r.command.clone()).collect();
-        for attempt in 0u32..1000 {
+        // Until it lands: a lost report would leave the attempt holding its
+        // slot forever (the funnel ignores it once stale, so retrying is safe).
+        let mut failures = 0u32;
+        loop {
             match peer.write(batch.clone()).await {
                 Ok(_) => {
                     for path in reports.iter().filter_map(|r| r.persisted.as_ref()) {
@@ -443,7 +448,10 @@ async fn run_reporter(
                     break;
                 }
                 Err(e) => {
-                    tracing::debug!("report attempt {attempt} failed: {e}");
+                    failures += 1;
+                    if failures % 50 == 1 {
+                        tracing::warn!("{} report(s) not delivered yet ({failures} tries): {e}", batch.len());
+                    }
                     tokio::select! {
                         _ = shutdown.changed() => return,
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
