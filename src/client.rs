@@ -59,6 +59,16 @@ impl ClientError {
     }
 }
 
+/// Connection failures mean "unreachable" (exit code 6); others are plain
+/// HTTP failures.
+fn transport_error(url: &str, source: reqwest::Error) -> ClientError {
+    if source.is_connect() {
+        ClientError::Unreachable { url: url.to_string(), source }
+    } else {
+        ClientError::Http { url: url.to_string(), source }
+    }
+}
+
 /// A client bound to one peer.
 #[derive(Clone)]
 pub struct Client {
@@ -101,13 +111,7 @@ impl Client {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
-        let response = request.send().await.map_err(|source| {
-            if source.is_connect() {
-                ClientError::Unreachable { url: url.to_string(), source }
-            } else {
-                ClientError::Http { url: url.to_string(), source }
-            }
-        })?;
+        let response = request.send().await.map_err(|source| transport_error(url, source))?;
         let status = response.status();
         let bytes =
             response.bytes().await.map_err(|source| ClientError::Http { url: url.to_string(), source })?;
@@ -185,13 +189,7 @@ impl Client {
         if let Some(a) = attempt {
             request = request.query(&[("attempt", a)]);
         }
-        let response = request.send().await.map_err(|source| {
-            if source.is_connect() {
-                ClientError::Unreachable { url: url.clone(), source }
-            } else {
-                ClientError::Http { url: url.clone(), source }
-            }
-        })?;
+        let response = request.send().await.map_err(|source| transport_error(&url, source))?;
         let status = response.status();
         let source = response
             .headers()

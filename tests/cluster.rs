@@ -652,7 +652,9 @@ async fn worker_down_past_node_timeout_rejoins_and_gets_work() {
     assert!(nodes.nodes.iter().any(|n| n.id == worker && !n.lost), "worker lost again: {nodes:?}");
     // Fill every slot: the rejoined worker takes its share.
     let sleepers = BatchSubmitRequest {
-        jobs: (0..6).map(|i| SubmitRequest::new(&format!("fill{i}"), vec!["sleep".into(), "20".into()])).collect(),
+        jobs: (0..6)
+            .map(|i| SubmitRequest::new(&format!("fill{i}"), vec!["sleep".into(), "20".into()]))
+            .collect(),
     };
     client.submit_batch(&sleepers, 9).await.expect("sleepers");
     wait_until("a job on the rejoined worker", Duration::from_secs(30), || async {

@@ -93,22 +93,39 @@ fn submit_outcome(outcome: Outcome) -> Result<SubmitResponse, ApiError> {
     }
 }
 
-/// Validates specs before proposing: a bad job costs no log entry.
-fn submit_commands(request_id: u128, jobs: Vec<SubmitRequest>) -> (Vec<Command>, Vec<Option<ApiError>>) {
+/// Validates the jobs (a bad job costs no log entry), proposes the valid
+/// ones as one write, and returns one result per job, in order.
+async fn execute_submits(
+    peer: &Peer,
+    rid: Option<&str>,
+    jobs: Vec<SubmitRequest>,
+) -> Result<Vec<Result<SubmitResponse, ApiError>>, ApiError> {
+    let request_id = request_id(rid)?;
     let mut commands = Vec::new();
-    let mut errors = Vec::new();
+    let mut checked = Vec::new();
     for (index, job) in jobs.into_iter().enumerate() {
         let spec: crate::queue::JobSpec = job.into();
         match spec.validate() {
             Ok(()) => {
                 let request = Some(RequestRef { request_id, index: index as u32 });
                 commands.push(Command::Submit { request, spec });
-                errors.push(None);
+                checked.push(None);
             }
-            Err(e) => errors.push(Some(ApiError::Funnel(e))),
+            Err(e) => checked.push(Some(ApiError::Funnel(e))),
         }
     }
-    (commands, errors)
+    let mut outcomes =
+        if commands.is_empty() { Vec::new() } else { peer.write(commands).await?.outcomes }.into_iter();
+    Ok(checked
+        .into_iter()
+        .map(|refused| match refused {
+            Some(e) => Err(e),
+            None => outcomes
+                .next()
+                .ok_or_else(|| ApiError::Internal("missing outcome".into()))
+                .and_then(submit_outcome),
+        })
+        .collect())
 }
 
 async fn submit(
@@ -119,14 +136,10 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     check_token(&peer, auth.as_deref())?;
     let request: SubmitRequest = parse_json(&body)?;
-    let (commands, mut errors) = submit_commands(request_id(rid.as_deref())?, vec![request]);
-    if let Some(Some(e)) = errors.pop() {
-        return Err(e);
-    }
-    let result = peer.write(commands).await?;
-    let outcome =
-        result.outcomes.into_iter().next().ok_or_else(|| ApiError::Internal("no outcome".into()))?;
-    let response = submit_outcome(outcome)?;
+    let response = execute_submits(&peer, rid.as_deref(), vec![request])
+        .await?
+        .pop()
+        .unwrap_or_else(|| Err(ApiError::Internal("no outcome".into())))?;
     let status = if response.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     Ok(json(status, &response))
 }
@@ -145,23 +158,12 @@ async fn submit_batch(
             request.jobs.len()
         )));
     }
-    let (commands, errors) = submit_commands(request_id(rid.as_deref())?, request.jobs);
-    let mut outcomes =
-        if commands.is_empty() { Vec::new() } else { peer.write(commands).await?.outcomes }.into_iter();
-    let results = errors
+    let results = execute_submits(&peer, rid.as_deref(), request.jobs)
+        .await?
         .into_iter()
-        .map(|error| {
-            let result = match error {
-                Some(e) => Err(e),
-                None => outcomes
-                    .next()
-                    .ok_or_else(|| ApiError::Internal("missing outcome".into()))
-                    .and_then(submit_outcome),
-            };
-            match result {
-                Ok(r) => BatchItem::Ok(r),
-                Err(e) => BatchItem::Err(e.body()),
-            }
+        .map(|result| match result {
+            Ok(r) => BatchItem::Ok(r),
+            Err(e) => BatchItem::Err(e.body()),
         })
         .collect();
     Ok(json(StatusCode::OK, &BatchSubmitResponse { results }))
