@@ -41,7 +41,7 @@ pub enum CliCommand {
         /// Dedup key; by default derived from name, params and command.
         #[arg(long)]
         dedup_key: Option<String>,
-        /// A parameter, NAME=VALUE; repeatable. Reaches the job as SG_PARAM_<NAME>.
+        /// A parameter, NAME=VALUE; repeatable. Reaches the job as `SG_PARAM_<NAME>`.
         #[arg(long = "param", value_parser = parse_param)]
         params: Vec<(String, String)>,
         #[command(flatten)]

@@ -13,7 +13,7 @@
 //! - [`api`]: the HTTP surface: client API, Raft RPCs, errors.
 //! - [`client`]: typed HTTP client used by the CLI and the benchmark.
 //! - [`cli`]: the `sgnode` command line (the only place `anyhow` is used).
-//! - [`bench`]: load generators behind `sgnode bench`.
+//! - [`mod@bench`]: load generators behind `sgnode bench`.
 
 pub mod api;
 pub mod arbiter;
