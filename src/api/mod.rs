@@ -237,8 +237,8 @@ fn history(peer: &Peer, params: BTreeMap<String, String>) -> Result<Response, Ap
 /// Where a log answer came from (`x-sgnode-log-source`).
 pub const LOG_SOURCE_HEADER: &str = "x-sgnode-log-source";
 
-fn text(source: &'static str, body: Vec<u8>) -> Response {
-    let mut response = warp::reply::Response::new(body.into());
+fn text(source: &'static str, body: warp::hyper::Body) -> Response {
+    let mut response = warp::reply::Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
         warp::http::header::CONTENT_TYPE,
@@ -246,6 +246,24 @@ fn text(source: &'static str, body: Vec<u8>) -> Response {
     );
     headers.insert(LOG_SOURCE_HEADER, warp::http::HeaderValue::from_static(source));
     response
+}
+
+/// Streams a file in 64 KiB chunks, so a huge log never sits in memory.
+fn file_body(file: tokio::fs::File) -> warp::hyper::Body {
+    use tokio::io::AsyncReadExt;
+    let chunks = futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<Bytes, std::io::Error>(Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    warp::hyper::Body::wrap_stream(chunks)
 }
 
 /// An attempt's log: from this peer's disk if it ran here, else fetched
@@ -291,8 +309,8 @@ async fn logs(
             id,
             number,
         );
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => return Ok(text("file", bytes)),
+        match tokio::fs::File::open(&path).await {
+            Ok(file) => return Ok(text("file", file_body(file))),
             Err(_) if local_only => {
                 return Err(ApiError::NotFound(format!("no log file for job {id} attempt {number} here")))
             }
@@ -301,22 +319,18 @@ async fn logs(
     } else if local_only {
         return Err(ApiError::NotFound(format!("job {id} attempt {number} did not run on peer {}", peer.id)));
     } else if let Some(addr) = node_addr {
-        let fetched = peer
-            .http
-            .get(format!("http://{addr}/api/v1/jobs/{id}/logs?attempt={number}&local=1"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await;
-        if let Ok(r) = fetched {
+        // Bounded wait for the answer's head; the body is then streamed
+        // through, however long the log is.
+        let url = format!("http://{addr}/api/v1/jobs/{id}/logs?attempt={number}&local=1");
+        let fetched = tokio::time::timeout(Duration::from_secs(5), peer.http.get(url).send()).await;
+        if let Ok(Ok(r)) = fetched {
             if r.status().is_success() {
-                if let Ok(bytes) = r.bytes().await {
-                    return Ok(text("peer", bytes.to_vec()));
-                }
+                return Ok(text("peer", warp::hyper::Body::wrap_stream(r.bytes_stream())));
             }
         }
     }
     match tail {
-        Some(tail) => Ok(text("tail", tail.into_bytes())),
+        Some(tail) => Ok(text("tail", tail.into())),
         None => Err(ApiError::Unavailable(format!(
             "job {id} attempt {number} runs on peer {node}, which does not answer; its log tail is kept once it ends"
         ))),
