@@ -190,19 +190,48 @@ impl Funnel {
         node: NodeId,
         end: &AttemptEnd,
     ) -> Outcome {
-        let current = self.is_current(job, attempt, node);
-        if current {
-            let mut end = end.clone();
-            if end.log_tail.len() > LOG_TAIL_BYTES {
-                let mut cut = end.log_tail.len() - LOG_TAIL_BYTES;
-                while !end.log_tail.is_char_boundary(cut) {
-                    cut += 1;
-                }
-                end.log_tail.drain(..cut);
+        let mut end = end.clone();
+        if end.log_tail.len() > LOG_TAIL_BYTES {
+            let mut cut = end.log_tail.len() - LOG_TAIL_BYTES;
+            while !end.log_tail.is_char_boundary(cut) {
+                cut += 1;
             }
-            self.end_attempt(now, job, end);
+            end.log_tail.drain(..cut);
         }
-        Outcome::Reported { current }
+        if self.is_current(job, attempt, node) {
+            self.end_attempt(now, job, end);
+            return Outcome::Reported { current: true };
+        }
+        if self.is_late_success(job, attempt, node, &end) {
+            // The attempt was given up (worker frozen, cut off or restarted)
+            // but had in fact succeeded, and no other attempt has been
+            // placed since: record the truth instead of running it again.
+            self.update(job, |j| {
+                end.reason = format!("{} (reported after the attempt was given up)", end.reason);
+                if let Some(a) = j.attempts.last_mut() {
+                    a.end = Some(end);
+                }
+                j.state = JobState::Succeeded;
+                j.finished_at = Some(now);
+            });
+            return Outcome::Reported { current: true };
+        }
+        Outcome::Reported { current: false }
+    }
+
+    /// A success reported for the job's latest attempt after the funnel had
+    /// marked it lost, while the job still waits in the queue (so nothing
+    /// else runs it).
+    fn is_late_success(&self, job: JobId, attempt: u32, node: NodeId, end: &AttemptEnd) -> bool {
+        end.outcome == AttemptOutcome::Succeeded
+            && self.jobs.get(&job).is_some_and(|j| {
+                j.state == JobState::Queued
+                    && j.current().is_some_and(|a| {
+                        a.number == attempt
+                            && a.node == node
+                            && a.end.as_ref().is_some_and(|e| e.outcome == AttemptOutcome::Lost)
+                    })
+            })
     }
 
     pub(super) fn node_lost(&mut self, now: Millis, node: NodeId) -> Outcome {

@@ -546,3 +546,45 @@ proptest! {
         prop_assert_eq!(f.digest(), replica.digest());
     }
 }
+
+#[test]
+fn a_success_reported_after_the_attempt_was_given_up_counts_if_nothing_reran_it() {
+    let mut f = Funnel::new();
+    register(&mut f, 0, 1, 1);
+    register(&mut f, 0, 2, 1);
+    let (a, _) = submitted(&submit(&mut f, 0, spec("a", None)));
+    let (b, _) = submitted(&submit(&mut f, 0, spec("b", None)));
+    run(&mut f, 0, vec![Command::Assign { placements: vec![(a, 1), (b, 2)] }]);
+    run(&mut f, 1, vec![Command::NodeLost { node: 1 }, Command::NodeLost { node: 2 }]);
+    // a is still queued: its late success is recorded, it will not rerun.
+    let out = run(
+        &mut f,
+        2,
+        vec![Command::Finished { job: a, attempt: 1, node: 1, end: ok_end(AttemptOutcome::Succeeded) }],
+    );
+    assert_eq!(out, vec![Outcome::Reported { current: true }]);
+    let job = f.job(a).expect("a");
+    assert_eq!((job.state, job.attempts.len()), (JobState::Succeeded, 1));
+    assert_eq!(job.attempts[0].end.as_ref().map(|e| e.outcome), Some(AttemptOutcome::Succeeded));
+    // b was placed again meanwhile: the old success is stale.
+    register(&mut f, 3, 1, 1);
+    run(&mut f, 3, vec![Command::Assign { placements: vec![(b, 1)] }]);
+    let out = run(
+        &mut f,
+        4,
+        vec![Command::Finished { job: b, attempt: 1, node: 2, end: ok_end(AttemptOutcome::Succeeded) }],
+    );
+    assert_eq!(out, vec![Outcome::Reported { current: false }]);
+    assert_eq!(f.job(b).map(|j| j.state), Some(JobState::Assigned));
+    // A late failure never resurrects anything.
+    let (c, _) = submitted(&submit(&mut f, 5, spec("c", None)));
+    run(&mut f, 5, vec![Command::Assign { placements: vec![(c, 1)] }]);
+    run(&mut f, 6, vec![Command::NodeLost { node: 1 }]);
+    let out = run(
+        &mut f,
+        7,
+        vec![Command::Finished { job: c, attempt: 1, node: 1, end: ok_end(AttemptOutcome::Failed) }],
+    );
+    assert_eq!(out, vec![Outcome::Reported { current: false }]);
+    assert_eq!(f.job(c).map(|j| j.state), Some(JobState::Queued));
+}
