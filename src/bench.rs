@@ -7,12 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 
 use crate::api::views::{BatchItem, BatchSubmitRequest, JobView, SubmitRequest};
 use crate::client::Client;
-use crate::config::ClusterConfig;
 
 /// Options of the submit benchmark.
 #[derive(Debug, Clone, Args)]
@@ -61,9 +59,7 @@ impl SubmitBench {
             "--clients, --jobs and --batch must be positive"
         );
         let urls = if self.urls.is_empty() {
-            let config = ClusterConfig::load(std::path::Path::new("cluster.toml"))
-                .context("no --url given and ./cluster.toml is not usable")?;
-            config.peers.iter().map(ClusterConfig::peer_url).collect()
+            crate::cli::cluster_urls(std::path::Path::new("cluster.toml"))?
         } else {
             self.urls.clone()
         };
@@ -179,11 +175,7 @@ impl RunBench {
     pub async fn run(self) -> anyhow::Result<()> {
         let url = match self.url.clone() {
             Some(u) => u,
-            None => {
-                let config = ClusterConfig::load(std::path::Path::new("cluster.toml"))
-                    .context("no --url given and ./cluster.toml is not usable")?;
-                ClusterConfig::peer_url(config.peers.first().context("no peers")?)
-            }
+            None => crate::cli::default_url(std::path::Path::new("cluster.toml"))?,
         };
         let client = Client::new(&url, self.token.clone());
         let name = format!("bench-run-{:08x}", rand::random::<u32>());

@@ -178,11 +178,24 @@ impl Connection {
     }
 }
 
-fn default_url(path: &Path) -> anyhow::Result<String> {
+/// Base URLs of every peer in a cluster file, in file order: what client
+/// commands use when no `--url` is given.
+///
+/// # Errors
+/// When the file cannot be read or lists no peers.
+pub(crate) fn cluster_urls(path: &Path) -> anyhow::Result<Vec<String>> {
     let config = ClusterConfig::load(path)
-        .with_context(|| "no --url given (or SGNODE_URL) and ./cluster.toml is not usable".to_string())?;
-    let first = config.peers.first().context("cluster.toml lists no peers")?;
-    Ok(ClusterConfig::peer_url(first))
+        .with_context(|| format!("no --url given (or SGNODE_URL) and {} is not usable", path.display()))?;
+    anyhow::ensure!(!config.peers.is_empty(), "{} lists no peers", path.display());
+    Ok(config.peers.iter().map(ClusterConfig::peer_url).collect())
+}
+
+/// The first peer of a cluster file.
+///
+/// # Errors
+/// As [`cluster_urls`].
+pub(crate) fn default_url(path: &Path) -> anyhow::Result<String> {
+    Ok(cluster_urls(path)?.swap_remove(0))
 }
 
 fn parse_param(raw: &str) -> Result<(String, String), String> {

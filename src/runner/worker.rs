@@ -145,16 +145,12 @@ pub async fn run_worker(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) {
         // Am I registered, and as which incarnation?
         let registered = {
             let applied = peer.state.read();
-            applied
-                .funnel
-                .nodes()
-                .get(&peer.id)
-                .map(|n| (n.incarnation, n.lost, n.slots, n.mem_mb, n.addr.clone()))
+            applied.funnel.nodes().get(&peer.id).map(|n| (n.incarnation, n.lost))
         };
         let needs_registration = match (&registered, incarnation) {
             (_, None) => true,
             (None, Some(_)) => false, // our registration is not applied here yet
-            (Some((inc, lost, ..)), Some(mine)) => *lost || *inc > mine,
+            (Some((inc, lost)), Some(mine)) => *lost || *inc > mine,
         };
         if needs_registration {
             // Never run two incarnations' attempts: stop everything first.
