@@ -15,7 +15,7 @@ use serde::Deserialize;
 /// Errors found while reading or validating a cluster file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("invalid cluster file {path}: {message}")]
     Parse { path: PathBuf, message: String },

@@ -52,9 +52,9 @@ const GC_BATCH: u32 = 10_000;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("cannot create data dir {path}: {source}")]
+    #[error("cannot create data dir {path}")]
     DataDir { path: PathBuf, source: std::io::Error },
-    #[error("cannot open database in {path}: {source} (is another sgnode using it?)")]
+    #[error("cannot open database in {path} (is another sgnode using it?)")]
     Database { path: PathBuf, source: sled::Error },
     #[error("cannot load state: {0}")]
     Storage(#[from] StorageError),
