@@ -2,6 +2,8 @@
 //! client of some peer's HTTP API. This is the edge of the program, so it
 //! uses `anyhow` and turns errors into documented exit codes.
 
+pub mod artifact;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -46,8 +48,17 @@ pub enum CliCommand {
         params: Vec<(String, String)>,
         #[command(flatten)]
         resources: ResourceArgs,
-        /// Program and arguments to run, after `--`.
-        #[arg(last = true, required = true)]
+        /// Archive to run: an http(s)/file URL (with --sha256), or
+        /// sg:sha256:HEX from `sgnode artifact push`. The words after `--`
+        /// are then the runner's arguments.
+        #[arg(long)]
+        artifact: Option<String>,
+        /// SHA-256 of the archive at --artifact (64 hex digits).
+        #[arg(long, requires = "artifact")]
+        sha256: Option<String>,
+        /// Program and arguments to run (or, with --artifact, the job's
+        /// arguments), after `--`.
+        #[arg(last = true, required_unless_present = "artifact")]
         command: Vec<String>,
     },
     /// Show one job.
@@ -119,6 +130,11 @@ pub enum CliCommand {
     Bench {
         #[command(subcommand)]
         which: BenchCommand,
+    },
+    /// The built-in artifact store: push job archives, list them.
+    Artifact {
+        #[command(subcommand)]
+        which: artifact::ArtifactCommand,
     },
 }
 
@@ -225,9 +241,15 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         CliCommand::Serve { config, id } => serve(&config, id).await,
-        CliCommand::Submit { conn, name, dedup_key, params, resources, command } => {
+        CliCommand::Submit { conn, name, dedup_key, params, resources, artifact, sha256, command } => {
             let client = conn.client()?;
+            // With an artifact, the words after `--` are the runner's arguments.
+            let (command, args) =
+                if artifact.is_some() { (Vec::new(), command) } else { (command, Vec::new()) };
             let request = SubmitRequest {
+                artifact,
+                sha256,
+                args,
                 params: params.into_iter().collect(),
                 dedup_key,
                 slots: resources.slots,
@@ -310,6 +332,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         CliCommand::Bench { which: BenchCommand::Submit(bench) } => bench.run().await,
         CliCommand::Bench { which: BenchCommand::Run(bench) } => bench.run().await,
+        CliCommand::Artifact { which } => artifact::run(which).await,
     }
 }
 
@@ -320,7 +343,19 @@ fn print_job(job: &JobView) {
     println!("dedup_key:    {}", job.dedup_key);
     println!("submitted_at: {}", job.submitted_at);
     println!("finished_at:  {}", job.finished_at.as_deref().unwrap_or("-"));
-    println!("command:      {}", job.command.join(" "));
+    if let Some(artifact) = &job.artifact {
+        println!("artifact:     {}", artifact.url);
+        println!("sha256:       {}", artifact.sha256);
+    }
+    if !job.command.is_empty() {
+        println!("command:      {}", job.command.join(" "));
+    }
+    if !job.args.is_empty() {
+        println!("args:         {}", job.args.join(" "));
+    }
+    if let Some(runner) = job.runner {
+        println!("runner:       {runner}");
+    }
     for (k, v) in &job.params {
         println!("param:        {k}={v}");
     }
@@ -335,8 +370,8 @@ fn print_job(job: &JobView) {
     if !job.attempts.is_empty() {
         println!("attempts:");
         println!(
-            "  {:>3}  {:>4}  {:<24}  {:<10}  {:>9}  REASON",
-            "N", "NODE", "STARTED", "OUTCOME", "DURATION"
+            "  {:>3}  {:>4}  {:<6}  {:<24}  {:<10}  {:>9}  REASON",
+            "N", "NODE", "RUNNER", "STARTED", "OUTCOME", "DURATION"
         );
     }
     for a in &job.attempts {
@@ -346,9 +381,10 @@ fn print_job(job: &JobView) {
         );
         let duration = a.duration_ms.map_or("-".to_string(), |d| format!("{:.1}s", d as f64 / 1000.0));
         println!(
-            "  {:>3}  {:>4}  {:<24}  {:<10}  {:>9}  {}",
+            "  {:>3}  {:>4}  {:<6}  {:<24}  {:<10}  {:>9}  {}",
             a.number,
             a.node,
+            a.runner.map_or("-", |r| r.as_str()),
             a.started_at.as_deref().unwrap_or("-"),
             outcome,
             duration,
@@ -358,13 +394,14 @@ fn print_job(job: &JobView) {
 }
 
 fn print_history(jobs: &[JobView]) {
-    println!("{:>8}  {:<10}  {:<24}  {:<24}  DEDUP_KEY", "ID", "STATE", "NAME", "SUBMITTED");
+    println!("{:>8}  {:<10}  {:<24}  {:<6}  {:<24}  DEDUP_KEY", "ID", "STATE", "NAME", "RUNNER", "SUBMITTED");
     for job in jobs {
         println!(
-            "{:>8}  {:<10}  {:<24}  {:<24}  {}",
+            "{:>8}  {:<10}  {:<24}  {:<6}  {:<24}  {}",
             job.id,
             job.state.as_str(),
             job.name,
+            job.runner.map_or("-", |r| r.as_str()),
             job.submitted_at,
             job.dedup_key
         );

@@ -2,6 +2,8 @@
 //! the tests. Errors keep the server's `code` so callers can branch on it,
 //! and map to the CLI's documented exit codes.
 
+mod artifacts;
+
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -19,6 +21,9 @@ pub enum ClientError {
     Http { url: String, source: reqwest::Error },
     #[error("unexpected answer from {url}: {message}")]
     Decode { url: String, message: String },
+    /// A problem on the client's side (e.g. a file to upload).
+    #[error("{message}")]
+    Local { message: String },
 }
 
 impl ClientError {

@@ -66,6 +66,30 @@ pub struct ClusterConfig {
     /// doubles it (up to 64x).
     #[serde(default = "default_retry_backoff", with = "humantime_serde")]
     pub retry_backoff: Duration,
+    /// Size bound of each peer's cache of fetched job artifacts, MiB; least
+    /// recently used archives are evicted past it. Per peer (each peer keeps
+    /// its own cache); the built-in store's copies are not counted.
+    #[serde(default = "default_artifact_cache_mb")]
+    pub artifact_cache_mb: u64,
+    /// Largest artifact a peer downloads or accepts into its store, MiB.
+    #[serde(default = "default_artifact_max_mb")]
+    pub artifact_max_mb: u64,
+    /// Most bytes an artifact may unpack to (actual bytes written, headers
+    /// are not trusted), MiB.
+    #[serde(default = "default_artifact_unpacked_max_mb")]
+    pub artifact_unpacked_max_mb: u64,
+    /// Most entries (files, directories, links) an artifact may hold.
+    #[serde(default = "default_artifact_max_entries")]
+    pub artifact_max_entries: u64,
+    /// Time limit of one artifact download (or store upload/copy).
+    #[serde(default = "default_artifact_fetch_timeout", with = "humantime_serde")]
+    pub artifact_fetch_timeout: Duration,
+    /// The `hadoop` launcher the Hadoop runner calls as `hadoop jar ...`.
+    #[serde(default = "default_hadoop_bin")]
+    pub hadoop_bin: String,
+    /// The Python interpreter the Luigi runner calls as `python -m luigi`.
+    #[serde(default = "default_python_bin")]
+    pub python_bin: String,
     /// Raft timing; defaults are tuned for a loaded 2-core machine with fsyncs.
     #[serde(default)]
     pub raft: RaftTiming,
@@ -152,6 +176,27 @@ fn default_node_timeout() -> Duration {
 }
 fn default_retry_backoff() -> Duration {
     Duration::from_secs(1)
+}
+fn default_artifact_cache_mb() -> u64 {
+    2048
+}
+fn default_artifact_max_mb() -> u64 {
+    1024
+}
+fn default_artifact_unpacked_max_mb() -> u64 {
+    4096
+}
+fn default_artifact_max_entries() -> u64 {
+    100_000
+}
+fn default_artifact_fetch_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_hadoop_bin() -> String {
+    "hadoop".to_string()
+}
+fn default_python_bin() -> String {
+    "python3".to_string()
 }
 fn default_slots() -> u32 {
     2
@@ -249,6 +294,15 @@ impl ClusterConfig {
                 humantime::format_duration(self.dedup_window)
             )));
         }
+        if self.artifact_max_mb == 0 || self.artifact_unpacked_max_mb == 0 || self.artifact_max_entries == 0 {
+            return Err(ConfigError::Invalid(
+                "artifact_max_mb, artifact_unpacked_max_mb and artifact_max_entries must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.hadoop_bin.is_empty() || self.python_bin.is_empty() {
+            return Err(ConfigError::Invalid("hadoop_bin and python_bin must not be empty".into()));
+        }
         if self.max_queued == 0 {
             return Err(ConfigError::Invalid("max_queued must be at least 1".into()));
         }
@@ -289,6 +343,8 @@ mod tests {
         assert_eq!(config.peers.len(), 3);
         assert!(config.peers.iter().all(|p| p.voter));
         assert_eq!(config.dedup_window, Duration::from_secs(3600));
+        assert_eq!(config.artifact_cache_mb, 2048);
+        assert_eq!((config.hadoop_bin.as_str(), config.python_bin.as_str()), ("hadoop", "python3"));
     }
 
     #[test]

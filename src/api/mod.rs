@@ -7,6 +7,7 @@
 //! field is named in the message. The cluster token guards Raft RPCs and
 //! every write; reads are open.
 
+pub mod artifacts;
 pub mod error;
 pub mod views;
 
@@ -549,6 +550,7 @@ pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::get())
         .and(with_peer(peer.clone()))
         .map(|p: Arc<Peer>| digest(&p));
+    let artifact_routes = artifacts::routes(peer.clone());
     let raft_route = warp::path!("raft" / String)
         .and(warp::post())
         .and(with_peer(peer))
@@ -575,6 +577,8 @@ pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Inf
         .or(digest_route)
         .unify()
         .or(raft_route)
+        .unify()
+        .or(artifact_routes)
         .unify()
         .recover(recover)
         .unify()

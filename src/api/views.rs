@@ -5,13 +5,16 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::queue::{Attempt, AttemptOutcome, Job, JobSpec, JobState, Millis};
+use crate::queue::{ArtifactRef, Attempt, AttemptOutcome, Job, JobSpec, JobState, Millis, RunnerKind};
 
 /// Body of `POST /api/v1/jobs` (and each item of a batch).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     pub name: String,
+    /// Program and arguments; may be empty for an artifact job (the
+    /// archive's entry point runs).
+    #[serde(default)]
     pub command: Vec<String>,
     #[serde(default)]
     pub params: BTreeMap<String, String>,
@@ -32,6 +35,16 @@ pub struct SubmitRequest {
     /// Per-attempt time limit in milliseconds (default none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Archive to run: http(s)/file URL, or `sg:sha256:<hex>` from the
+    /// built-in store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    /// The archive's SHA-256 (implied by an `sg:sha256:` reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Arguments for the artifact's runner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
 }
 
 impl SubmitRequest {
@@ -47,6 +60,20 @@ impl SubmitRequest {
             priority: None,
             retries: None,
             timeout_ms: None,
+            artifact: None,
+            sha256: None,
+            args: Vec::new(),
+        }
+    }
+
+    /// A request for an artifact job: `artifact` is a URL (with `sha256`)
+    /// or an `sg:sha256:` reference; `args` go to the runner.
+    pub fn artifact(name: &str, artifact: &str, sha256: Option<&str>, args: Vec<String>) -> SubmitRequest {
+        SubmitRequest {
+            artifact: Some(artifact.to_string()),
+            sha256: sha256.map(str::to_string),
+            args,
+            ..SubmitRequest::new(name, Vec::new())
         }
     }
 }
@@ -63,6 +90,8 @@ impl From<SubmitRequest> for JobSpec {
             priority: r.priority.unwrap_or(0),
             retries: r.retries.unwrap_or(0),
             timeout_ms: r.timeout_ms,
+            artifact: r.artifact.map(|url| ArtifactRef::new(&url, r.sha256.as_deref())),
+            args: r.args,
         }
     }
 }
@@ -127,6 +156,12 @@ pub struct JobView {
     pub retries: u32,
     pub timeout_ms: Option<u64>,
     pub cancel_requested: bool,
+    /// The archive the job runs, if any.
+    pub artifact: Option<ArtifactRef>,
+    /// Arguments for the artifact's runner.
+    pub args: Vec<String>,
+    /// Runner of the latest attempt that started.
+    pub runner: Option<RunnerKind>,
     /// Oldest first.
     pub attempts: Vec<AttemptView>,
 }
@@ -144,6 +179,8 @@ pub struct AttemptView {
     pub signal: Option<i32>,
     pub duration_ms: Option<u64>,
     pub reason: Option<String>,
+    /// shell, hadoop or luigi, once started.
+    pub runner: Option<RunnerKind>,
 }
 
 impl From<&Attempt> for AttemptView {
@@ -159,6 +196,7 @@ impl From<&Attempt> for AttemptView {
             signal: a.end.as_ref().and_then(|e| e.signal),
             duration_ms: a.end.as_ref().map(|e| e.duration_ms),
             reason: a.end.as_ref().map(|e| e.reason.clone()),
+            runner: a.runner,
         }
     }
 }
@@ -186,6 +224,9 @@ impl From<&Job> for JobView {
             retries: job.spec.retries,
             timeout_ms: job.spec.timeout_ms,
             cancel_requested: job.cancel_requested,
+            artifact: job.spec.artifact.clone(),
+            args: job.spec.args.clone(),
+            runner: job.attempts.iter().rev().find_map(|a| a.runner),
             attempts: job.attempts.iter().map(AttemptView::from).collect(),
         }
     }

@@ -155,6 +155,7 @@ impl Funnel {
                     started_at: None,
                     ended_at: None,
                     end: None,
+                    runner: None,
                 });
                 job.state = JobState::Assigned;
             });
@@ -169,13 +170,21 @@ impl Funnel {
         })
     }
 
-    pub(super) fn started(&mut self, now: Millis, job: JobId, attempt: u32, node: NodeId) -> Outcome {
+    pub(super) fn started(
+        &mut self,
+        now: Millis,
+        job: JobId,
+        attempt: u32,
+        node: NodeId,
+        runner: RunnerKind,
+    ) -> Outcome {
         let current = self.is_current(job, attempt, node) && self.jobs[&job].state == JobState::Assigned;
         if current {
             self.update(job, |job| {
                 job.state = JobState::Running;
                 if let Some(a) = job.attempts.last_mut() {
                     a.started_at = Some(now);
+                    a.runner = Some(runner);
                 }
             });
         }

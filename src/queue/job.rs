@@ -56,6 +56,122 @@ pub struct JobSpec {
     /// Kill the attempt's whole process group after this long.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// A self-contained archive to fetch, verify and unpack before the run;
+    /// the runner is then chosen from what the archive holds.
+    #[serde(default)]
+    pub artifact: Option<ArtifactRef>,
+    /// Arguments for the artifact's runner (they replace the manifest's
+    /// default arguments). Plain jobs put their arguments in `command`.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+/// Where a job's archive comes from and what its content must hash to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    /// `http://`, `https://` or `file://` URL, or `sg:sha256:<hex>` for the
+    /// cluster's built-in store.
+    pub url: String,
+    /// Expected SHA-256 of the archive, 64 lowercase hex digits.
+    pub sha256: String,
+}
+
+/// Prefix of a reference into the cluster's built-in artifact store.
+pub const STORE_PREFIX: &str = "sg:sha256:";
+/// Longest artifact URL, in bytes.
+pub const MAX_ARTIFACT_URL_LEN: usize = 4096;
+
+/// Whether `hash` is a SHA-256 in the canonical form used everywhere: 64
+/// lowercase hex digits.
+pub fn is_sha256_hex(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl ArtifactRef {
+    /// Builds a reference from user input: `sg:sha256:HEX` (where `sha256`
+    /// may be omitted) or a URL plus its hash. Hex is lowercased; checks
+    /// are left to [`JobSpec::validate`].
+    pub fn new(url: &str, sha256: Option<&str>) -> ArtifactRef {
+        let sha256 = match (sha256, url.strip_prefix(STORE_PREFIX)) {
+            (Some(h), _) => h.to_ascii_lowercase(),
+            (None, Some(h)) => h.to_ascii_lowercase(),
+            (None, None) => String::new(),
+        };
+        let url = match url.strip_prefix(STORE_PREFIX) {
+            Some(h) => format!("{STORE_PREFIX}{}", h.to_ascii_lowercase()),
+            None => url.to_string(),
+        };
+        ArtifactRef { url, sha256 }
+    }
+
+    /// The store hash when this names the built-in store.
+    pub fn store_hash(&self) -> Option<&str> {
+        self.url.strip_prefix(STORE_PREFIX)
+    }
+
+    fn validate(&self) -> Result<(), FunnelError> {
+        check_text("artifact", &self.url, MAX_ARTIFACT_URL_LEN)?;
+        if self.store_hash().is_some_and(|hash| !is_sha256_hex(hash)) {
+            return Err(invalid("artifact", "a store reference is `sg:sha256:` and 64 hexadecimal digits"));
+        }
+        if !is_sha256_hex(&self.sha256) {
+            return Err(invalid("sha256", "must be 64 hexadecimal digits (the archive's SHA-256)"));
+        }
+        if let Some(hash) = self.store_hash() {
+            if hash != self.sha256 {
+                return Err(invalid("sha256", "differs from the hash in the `sg:sha256:` reference"));
+            }
+            return Ok(());
+        }
+        let scheme = self.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("http" | "https") if self.url.len() > "https://".len() => Ok(()),
+            Some("file") if self.url["file://".len()..].starts_with('/') => Ok(()),
+            Some("file") => Err(invalid("artifact", "a file:// URL needs an absolute path (file:///...)")),
+            _ => Err(invalid(
+                "artifact",
+                "must be an http://, https:// or file:// URL, or sg:sha256:<hex> from `sgnode artifact push`",
+            )),
+        }
+    }
+}
+
+/// A built-in store artifact as the funnel knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactInfo {
+    /// Bytes.
+    pub size: u64,
+    /// Peers that hold a verified copy on disk.
+    pub holders: std::collections::BTreeSet<NodeId>,
+    /// First registration.
+    pub registered_at: Millis,
+}
+
+/// Which adapter ran an attempt (chosen from the artifact, or `shell` for
+/// an inline command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunnerKind {
+    Shell,
+    Hadoop,
+    Luigi,
+}
+
+impl RunnerKind {
+    /// The snake_case name used in the CLI, JSON and `sgjob.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunnerKind::Shell => "shell",
+            RunnerKind::Hadoop => "hadoop",
+            RunnerKind::Luigi => "luigi",
+        }
+    }
+}
+
+impl std::fmt::Display for RunnerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn one_slot() -> u32 {
@@ -128,6 +244,8 @@ pub struct Attempt {
     pub started_at: Option<Millis>,
     pub ended_at: Option<Millis>,
     pub end: Option<AttemptEnd>,
+    /// The runner the worker chose, from its `Started` report.
+    pub runner: Option<RunnerKind>,
 }
 
 /// Which client request created a job: lets a retried request (same id,
@@ -274,8 +392,8 @@ pub enum Command {
     RegisterNode { id: NodeId, addr: String, slots: u32, mem_mb: u64 },
     /// Leader placements, re-checked against capacity when applied.
     Assign { placements: Vec<(JobId, NodeId)> },
-    /// A worker started attempt `attempt` of `job`.
-    Started { job: JobId, attempt: u32, node: NodeId },
+    /// A worker started attempt `attempt` of `job` with `runner`.
+    Started { job: JobId, attempt: u32, node: NodeId, runner: RunnerKind },
     /// A worker finished attempt `attempt` of `job`.
     Finished { job: JobId, attempt: u32, node: NodeId, end: AttemptEnd },
     /// The leader gave up on a node: its attempts are lost and requeued.
@@ -285,6 +403,9 @@ pub enum Command {
     /// Drop finished jobs past retention (at most `limit` per command so that
     /// one Gc never stalls the state machine).
     Gc { limit: u32 },
+    /// Peer `node` holds the built-in store's artifact `hash` (`size`
+    /// bytes) on its disk, verified; workers fetch it from its holders.
+    ArtifactRegistered { hash: String, size: u64, node: NodeId },
 }
 
 /// The Raft entry payload: a batch of commands with the leader's clock.
@@ -348,6 +469,10 @@ pub enum Outcome {
         requeued: u32,
     },
     Refused(FunnelError),
+    /// An artifact registration: how many peers now hold it.
+    ArtifactHolders {
+        holders: u32,
+    },
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> FunnelError {
@@ -367,6 +492,20 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), FunnelError> {
     Ok(())
 }
 
+fn check_words(field: &str, words: &[String]) -> Result<(), FunnelError> {
+    if words.len() > MAX_COMMAND_WORDS {
+        return Err(invalid(field, format!("has {} words, at most {MAX_COMMAND_WORDS}", words.len())));
+    }
+    let bytes: usize = words.iter().map(String::len).sum();
+    if bytes > MAX_COMMAND_BYTES {
+        return Err(invalid(field, format!("is {bytes} bytes, at most {MAX_COMMAND_BYTES}")));
+    }
+    if words.iter().any(|w| w.contains('\0')) {
+        return Err(invalid(field, "must not contain NUL bytes"));
+    }
+    Ok(())
+}
+
 impl JobSpec {
     /// Checks every limit and naming rule; the error names the field.
     ///
@@ -380,21 +519,24 @@ impl JobSpec {
                 return Err(invalid("dedup_key", "the prefix `auto:` is reserved for derived keys"));
             }
         }
-        if self.command.is_empty() || self.command[0].is_empty() {
-            return Err(invalid("command", "must name a program to run"));
+        if let Some(artifact) = &self.artifact {
+            artifact.validate()?;
         }
-        if self.command.len() > MAX_COMMAND_WORDS {
-            return Err(invalid(
-                "command",
-                format!("has {} words, at most {MAX_COMMAND_WORDS}", self.command.len()),
-            ));
+        // With an artifact the command may be empty: the archive's entry
+        // point runs.
+        match self.command.first() {
+            None if self.artifact.is_none() => {
+                return Err(invalid("command", "must name a program to run (or give an artifact)"))
+            }
+            Some(program) if program.is_empty() => {
+                return Err(invalid("command", "must name a program to run"))
+            }
+            _ => {}
         }
-        let bytes: usize = self.command.iter().map(String::len).sum();
-        if bytes > MAX_COMMAND_BYTES {
-            return Err(invalid("command", format!("is {bytes} bytes, at most {MAX_COMMAND_BYTES}")));
-        }
-        if self.command.iter().any(|w| w.contains('\0')) {
-            return Err(invalid("command", "must not contain NUL bytes"));
+        check_words("command", &self.command)?;
+        check_words("args", &self.args)?;
+        if self.artifact.is_none() && !self.args.is_empty() {
+            return Err(invalid("args", "only for artifact jobs; put a plain job's arguments in `command`"));
         }
         if self.slots == 0 || self.slots > MAX_JOB_SLOTS {
             return Err(invalid("slots", format!("must be 1 to {MAX_JOB_SLOTS}, got {}", self.slots)));
@@ -437,8 +579,10 @@ impl JobSpec {
     }
 
     /// The effective dedup key: the user's key, or `auto:` plus a hash of a
-    /// canonical, length-prefixed encoding of name, params and command, so
-    /// that no two different specs can encode to the same bytes.
+    /// canonical, length-prefixed encoding of name, params, command, and
+    /// the artifact's content hash and runner arguments when given, so that
+    /// no two different specs can encode to the same bytes. (The artifact's
+    /// URL is left out: the same content from a mirror is the same job.)
     pub fn effective_dedup_key(&self) -> String {
         if let Some(key) = &self.dedup_key {
             return key.clone();
@@ -456,6 +600,12 @@ impl JobSpec {
         }
         for word in &self.command {
             field(b'c', word.as_bytes());
+        }
+        if let Some(artifact) = &self.artifact {
+            field(b'a', artifact.sha256.as_bytes());
+        }
+        for arg in &self.args {
+            field(b'g', arg.as_bytes());
         }
         let digest = hasher.finalize();
         format!("auto:{}", hex::encode(&digest[..16]))

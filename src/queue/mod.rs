@@ -10,6 +10,7 @@
 //! other maps are indexes derived from the jobs and rebuilt on load, so they
 //! can never disagree with what is on disk.
 
+mod artifacts;
 mod exec;
 mod job;
 
@@ -33,11 +34,20 @@ pub struct Meta {
     pub nodes: BTreeMap<NodeId, NodeInfo>,
     /// Placement paused by an operator: jobs queue up but none start.
     pub paused: bool,
+    /// Built-in store: artifact hash -> size and holders.
+    pub artifacts: BTreeMap<String, ArtifactInfo>,
 }
 
 impl Default for Meta {
     fn default() -> Self {
-        Meta { settings: Settings::default(), next_id: 1, clock: 0, nodes: BTreeMap::new(), paused: false }
+        Meta {
+            settings: Settings::default(),
+            next_id: 1,
+            clock: 0,
+            nodes: BTreeMap::new(),
+            paused: false,
+            artifacts: BTreeMap::new(),
+        }
     }
 }
 
@@ -172,7 +182,9 @@ impl Funnel {
                 self.register_node(now, *id, addr, *slots, *mem_mb)
             }
             Command::Assign { placements } => self.assign(now, placements),
-            Command::Started { job, attempt, node } => self.started(now, *job, *attempt, *node),
+            Command::Started { job, attempt, node, runner } => {
+                self.started(now, *job, *attempt, *node, *runner)
+            }
             Command::Finished { job, attempt, node, end } => self.finished(now, *job, *attempt, *node, end),
             Command::NodeLost { node } => self.node_lost(now, *node),
             Command::SetPaused { paused } => {
@@ -180,6 +192,9 @@ impl Funnel {
                 Outcome::Paused { paused: *paused }
             }
             Command::Gc { limit } => Outcome::Collected { removed: self.gc(now, *limit) },
+            Command::ArtifactRegistered { hash, size, node } => {
+                self.register_artifact(now, hash, *size, *node)
+            }
         }
     }
 

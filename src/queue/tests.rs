@@ -18,6 +18,8 @@ fn spec(name: &str, key: Option<&str>) -> JobSpec {
         priority: 0,
         retries: 0,
         timeout_ms: None,
+        artifact: None,
+        args: Vec::new(),
     }
 }
 
@@ -365,12 +367,12 @@ fn reports_move_the_job_and_stale_reports_are_ignored() {
         &mut f,
         1,
         vec![
-            Command::Started { job: id, attempt: 1, node: 2 },
-            Command::Started { job: id, attempt: 2, node: 1 },
+            Command::Started { job: id, attempt: 1, node: 2, runner: RunnerKind::Shell },
+            Command::Started { job: id, attempt: 2, node: 1, runner: RunnerKind::Shell },
         ],
     );
     assert_eq!(out, vec![Outcome::Reported { current: false }, Outcome::Reported { current: false }]);
-    run(&mut f, 2, vec![Command::Started { job: id, attempt: 1, node: 1 }]);
+    run(&mut f, 2, vec![Command::Started { job: id, attempt: 1, node: 1, runner: RunnerKind::Shell }]);
     assert_eq!(f.job(id).map(|j| j.state), Some(JobState::Running));
     run(
         &mut f,
@@ -470,7 +472,7 @@ fn cancel_of_a_running_job_is_carried_out_by_the_worker() {
     register(&mut f, 0, 1, 1);
     let (id, _) = submitted(&submit(&mut f, 0, JobSpec { retries: 3, ..spec("a", None) }));
     plan_and_assign(&mut f, 0);
-    run(&mut f, 1, vec![Command::Started { job: id, attempt: 1, node: 1 }]);
+    run(&mut f, 1, vec![Command::Started { job: id, attempt: 1, node: 1, runner: RunnerKind::Shell }]);
     assert_eq!(cancel(&mut f, 2, id), Outcome::Cancelled { id, state: JobState::Running });
     assert!(f.job(id).is_some_and(|j| j.cancel_requested && j.state == JobState::Running));
     // Even a failure report ends a cancel-requested job as cancelled, not retried.
@@ -513,7 +515,7 @@ fn arb_exec_command() -> impl Strategy<Value = Command> {
         }),
         1 => (node.clone(), 1u32..4).prop_map(|(id, slots)| Command::RegisterNode { id, addr: String::new(), slots, mem_mb: 100 }),
         3 => prop::collection::vec((job.clone(), node.clone()), 1..4).prop_map(|placements| Command::Assign { placements }),
-        2 => (job.clone(), 1u32..4, node.clone()).prop_map(|(job, attempt, node)| Command::Started { job, attempt, node }),
+        2 => (job.clone(), 1u32..4, node.clone()).prop_map(|(job, attempt, node)| Command::Started { job, attempt, node, runner: RunnerKind::Luigi }),
         2 => (job.clone(), 1u32..4, node.clone(), outcome).prop_map(|(job, attempt, node, o)| Command::Finished { job, attempt, node, end: ok_end(o) }),
         1 => node.prop_map(|node| Command::NodeLost { node }),
         1 => job.prop_map(|id| Command::Cancel { id }),

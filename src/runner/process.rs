@@ -1,8 +1,8 @@
 //! The one place that runs a job's process: spawn in a fresh process group
 //! with a working directory and environment, stream stdout+stderr to a log
 //! file, enforce a timeout, kill the whole group on request, and report the
-//! exit status and the log tail. Every runner (shell today; Hadoop and Luigi
-//! later) is an adapter that only builds a [`ProcessSpec`].
+//! exit status and the log tail. Every runner (shell, Hadoop, Luigi) is an
+//! adapter that only builds a [`ProcessSpec`].
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -153,7 +153,8 @@ pub async fn run(
     finish(stopped_by, read_tail(&spec.log_path).await)
 }
 
-async fn wait_kill(kill: &mut watch::Receiver<Option<KillReason>>) -> KillReason {
+/// Resolves when a kill is requested (or the requester went away).
+pub async fn wait_kill(kill: &mut watch::Receiver<Option<KillReason>>) -> KillReason {
     match kill.wait_for(Option::is_some).await {
         Ok(reason) => reason.unwrap_or(KillReason::Shutdown),
         // The worker dropped the sender: it is going away.

@@ -1,32 +1,26 @@
-//! The shell runner: runs an inline command (`sgnode submit -- CMD ARGS`)
-//! directly, without a shell in between, so params can never be pasted into
-//! a command line; they travel as `SG_PARAM_<NAME>` environment variables.
+//! The shell runner: runs an inline command (`sgnode submit -- CMD ARGS`),
+//! or an artifact's script (`run.sh`, or the manifest's entry) with the
+//! job's arguments. Always directly, without a shell in between, so params
+//! can never be pasted into a command line; they travel as
+//! `SG_PARAM_<NAME>` environment variables.
 
 use std::path::Path;
-use std::time::Duration;
 
 use super::process::ProcessSpec;
-use crate::queue::{Job, NodeId};
+use super::Launch;
 
-/// Builds the process for attempt `attempt` of `job` on `node`.
-pub fn process_spec(job: &Job, attempt: u32, node: NodeId, cwd: &Path, log_path: &Path) -> ProcessSpec {
-    let mut env = vec![
-        ("SG_JOB_ID".to_string(), job.id.to_string()),
-        ("SG_JOB_NAME".to_string(), job.spec.name.clone()),
-        ("SG_ATTEMPT".to_string(), attempt.to_string()),
-        ("SG_NODE_ID".to_string(), node.to_string()),
-    ];
-    for (name, value) in &job.spec.params {
-        env.push((format!("SG_PARAM_{}", name.to_ascii_uppercase()), value.clone()));
-    }
-    let (program, args) =
-        job.spec.command.split_first().map_or((String::new(), Vec::new()), |(p, a)| (p.clone(), a.to_vec()));
-    ProcessSpec {
-        program,
-        args,
-        env,
-        cwd: cwd.to_path_buf(),
-        log_path: log_path.to_path_buf(),
-        timeout: job.spec.timeout_ms.map(Duration::from_millis),
-    }
+/// An inline command: the job's `command` words (then its `args`, when an
+/// artifact job overrides the entry point with a command).
+pub fn command_spec(launch: Launch<'_>) -> ProcessSpec {
+    let mut words = launch.job.spec.command.clone().into_iter();
+    let program = words.next().unwrap_or_default();
+    let mut args: Vec<String> = words.collect();
+    args.extend(launch.args.iter().cloned());
+    launch.spec(program, args)
+}
+
+/// A shipped script run with the job's arguments.
+pub fn script_spec(launch: Launch<'_>, script: &Path) -> ProcessSpec {
+    let args = launch.args.clone();
+    launch.spec(script.display().to_string(), args)
 }

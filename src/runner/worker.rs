@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::artifact::{Artifacts, Entry};
 use super::guard::FenceDir;
 use super::process::{self, KillReason, Termination};
-use super::shell;
-use crate::config::PeerConfig;
+use super::{hadoop, luigi, shell, Launch};
+use crate::config::{ClusterConfig, PeerConfig};
 use crate::node::{now_millis, Heartbeat, HeartbeatReply, Peer};
-use crate::queue::{AttemptEnd, AttemptOutcome, Command, Job, JobId, JobState, NodeId, Outcome};
+use crate::queue::{AttemptEnd, AttemptOutcome, Command, Job, JobId, JobState, NodeId, Outcome, RunnerKind};
 
 /// The lease as this worker holds it.
 #[derive(Default)]
@@ -83,6 +84,13 @@ pub async fn run_worker(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) {
     }
     // Whatever a previous run of this peer left behind dies before we
     // announce a new incarnation (which requeues those attempts elsewhere).
+    let artifacts = match Artifacts::open(&peer.config, &me.data_dir) {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            tracing::error!("worker disabled: {e}");
+            return;
+        }
+    };
     let killed = dirs.fence.kill_all();
     if killed > 0 {
         tracing::warn!("killed {killed} job process group(s) left by a previous run");
@@ -116,6 +124,18 @@ pub async fn run_worker(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) {
 
     let mut running: HashMap<(JobId, u32), Running> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(JobId, u32)>();
+    let context = AttemptContext {
+        node: peer.id,
+        data_dir: me.data_dir.clone(),
+        attempts_dir: dirs.attempts.clone(),
+        fence: dirs.fence.clone(),
+        lease: lease.clone(),
+        reports: report_tx.clone(),
+        pending_dir: pending_dir.clone(),
+        done: done_tx,
+        artifacts,
+        config: peer.config.clone(),
+    };
     let mut attempt_tasks = JoinSet::new();
     let mut applied = peer.state.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -221,19 +241,8 @@ pub async fn run_worker(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) {
             }
             let (kill_tx, kill_rx) = watch::channel(None);
             running.insert(key, Running { kill: kill_tx, ended: false });
-            attempt_tasks.spawn(run_attempt(
-                job.clone(),
-                attempt.number,
-                peer.id,
-                me.data_dir.clone(),
-                dirs.attempts.clone(),
-                dirs.fence.clone(),
-                lease.clone(),
-                kill_rx,
-                report_tx.clone(),
-                pending_dir.clone(),
-                done_tx.clone(),
-            ));
+            let holders = artifact_holders(&peer, job);
+            attempt_tasks.spawn(run_attempt(job.clone(), attempt.number, holders, context.clone(), kill_rx));
         }
         cancel_reported.retain(|key| current.contains(key));
         // Attempts the replica no longer gives us (node declared lost, job
@@ -469,50 +478,124 @@ fn attempt_end(
     AttemptEnd { outcome, exit_code, signal, duration_ms, reason, log_tail }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_attempt(
-    job: Job,
-    attempt: u32,
+/// Peers that hold a store artifact, as (id, `host:port`), for fetching.
+fn artifact_holders(peer: &Peer, job: &Job) -> Vec<(NodeId, String)> {
+    let Some(hash) = job.spec.artifact.as_ref().and_then(|a| a.store_hash()) else { return Vec::new() };
+    let applied = peer.state.read();
+    let funnel = &applied.funnel;
+    let Some(info) = funnel.artifacts().get(hash) else { return Vec::new() };
+    info.holders
+        .iter()
+        .filter(|&&id| id != peer.id)
+        .filter_map(|&id| {
+            let addr = funnel.nodes().get(&id).map(|n| n.addr.clone());
+            addr.or_else(|| peer.config.peer(id).ok().map(|p| p.address.clone())).map(|a| (id, a))
+        })
+        .collect()
+}
+
+/// What every attempt of this worker shares.
+#[derive(Clone)]
+struct AttemptContext {
     node: NodeId,
     data_dir: PathBuf,
     attempts_dir: PathBuf,
     fence: FenceDir,
     lease: Arc<Lease>,
-    kill: watch::Receiver<Option<KillReason>>,
     reports: mpsc::UnboundedSender<Report>,
     pending_dir: PathBuf,
     done: mpsc::UnboundedSender<(JobId, u32)>,
+    artifacts: Arc<Artifacts>,
+    config: Arc<ClusterConfig>,
+}
+
+/// Gets the attempt ready to spawn: the artifact fetched, verified and
+/// unpacked into `dir` (if the job has one), the runner chosen and its
+/// process built. A failure is the attempt's termination.
+async fn launch(
+    job: &Job,
+    attempt: u32,
+    holders: &[(NodeId, String)],
+    ctx: &AttemptContext,
+    dir: &std::path::Path,
+    log: &std::path::Path,
+    kill: &mut watch::Receiver<Option<KillReason>>,
+) -> Result<(RunnerKind, process::ProcessSpec), Termination> {
+    let Some(artifact) = &job.spec.artifact else {
+        let launch = Launch::new(job, attempt, ctx.node, dir, log, []);
+        return Ok((RunnerKind::Shell, shell::command_spec(launch)));
+    };
+    let plan = tokio::select! {
+        plan = ctx.artifacts.prepare(artifact, holders, dir) => {
+            plan.map_err(|e| Termination::SpawnFailed(e.to_string()))?
+        }
+        reason = process::wait_kill(kill) => return Err(Termination::Killed(reason)),
+    };
+    let launch =
+        Launch::new(job, attempt, ctx.node, dir, log, plan.env.clone()).with_default_args(&plan.default_args);
+    if !job.spec.command.is_empty() {
+        // An explicit command overrides the archive's entry point.
+        return Ok((RunnerKind::Shell, shell::command_spec(launch)));
+    }
+    Ok(match &plan.entry {
+        Entry::Shell { script } => (RunnerKind::Shell, shell::script_spec(launch, script)),
+        Entry::Hadoop { jar, main_class } => (
+            RunnerKind::Hadoop,
+            hadoop::process_spec(launch, &ctx.config.hadoop_bin, jar, main_class.as_deref()),
+        ),
+        Entry::Luigi { module, task } => {
+            (RunnerKind::Luigi, luigi::process_spec(launch, &ctx.config.python_bin, module, task))
+        }
+    })
+}
+
+async fn run_attempt(
+    job: Job,
+    attempt: u32,
+    holders: Vec<(NodeId, String)>,
+    ctx: AttemptContext,
+    mut kill: watch::Receiver<Option<KillReason>>,
 ) {
-    let cwd = attempts_dir.join(format!("{}-{attempt}", job.id));
-    let log = log_path(&data_dir, job.id, attempt);
+    let node = ctx.node;
+    let cwd = ctx.attempts_dir.join(format!("{}-{attempt}", job.id));
+    let log = log_path(&ctx.data_dir, job.id, attempt);
+    // A fresh directory: whatever a crash left there is not this attempt's.
+    let _ = std::fs::remove_dir_all(&cwd);
     let prepared = std::fs::create_dir_all(&cwd).and_then(|_| match log.parent() {
         Some(parent) => std::fs::create_dir_all(parent),
         None => Ok(()),
     });
-    let result = match prepared {
-        Err(e) => process::ProcessResult {
-            termination: Termination::SpawnFailed(format!("cannot prepare {}: {e}", cwd.display())),
-            duration: Duration::ZERO,
-            log_tail: String::new(),
-        },
-        Ok(()) => {
-            let spec = shell::process_spec(&job, attempt, node, &cwd, &log);
-            let mut spawned_pgid = None;
-            let result = process::run(&spec, kill, |pgid| {
-                fence.register(pgid);
-                spawned_pgid = Some(pgid);
-                let _ = reports.send(Report::transient(Command::Started { job: job.id, attempt, node }));
-            })
-            .await;
-            if let Some(pgid) = spawned_pgid {
-                fence.unregister(pgid);
-            }
-            result
-        }
+    let not_started = |termination| process::ProcessResult {
+        termination,
+        duration: Duration::ZERO,
+        log_tail: String::new(),
     };
+    let mut runner = None;
+    let result = match prepared {
+        Err(e) => not_started(Termination::SpawnFailed(format!("cannot prepare {}: {e}", cwd.display()))),
+        Ok(()) => match launch(&job, attempt, &holders, &ctx, &cwd, &log, &mut kill).await {
+            Err(termination) => not_started(termination),
+            Ok((kind, spec)) => {
+                runner = Some(kind);
+                let mut spawned_pgid = None;
+                let result = process::run(&spec, kill, |pgid| {
+                    ctx.fence.register(pgid);
+                    spawned_pgid = Some(pgid);
+                    let started = Command::Started { job: job.id, attempt, node, runner: kind };
+                    let _ = ctx.reports.send(Report::transient(started));
+                })
+                .await;
+                if let Some(pgid) = spawned_pgid {
+                    ctx.fence.unregister(pgid);
+                }
+                result
+            }
+        },
+    };
+    let lease = &ctx.lease;
     let duration_ms = result.duration.as_millis() as u64;
     let tail = result.log_tail;
-    let end = match result.termination {
+    let mut end = match result.termination {
         Termination::Exited(0) => {
             attempt_end(AttemptOutcome::Succeeded, Some(0), None, duration_ms, "exit code 0".into(), tail)
         }
@@ -583,8 +666,15 @@ async fn run_attempt(
             attempt_end(AttemptOutcome::Failed, None, None, duration_ms, reason, tail)
         }
     };
+    // Luigi can exit 0 with failed tasks: its own summary has a say too.
+    if let (Some(RunnerKind::Luigi), Some(code)) = (runner, end.exit_code) {
+        if let Some(reason) = luigi::failure(code, &end.log_tail) {
+            end.outcome = AttemptOutcome::Failed;
+            end.reason = reason;
+        }
+    }
     let finished = Command::Finished { job: job.id, attempt, node, end };
-    let _ = reports.send(Report::durable(finished, &pending_dir, &format!("{}-{attempt}", job.id)));
+    let _ = ctx.reports.send(Report::durable(finished, &ctx.pending_dir, &format!("{}-{attempt}", job.id)));
     let _ = std::fs::remove_dir_all(&cwd);
-    let _ = done.send((job.id, attempt));
+    let _ = ctx.done.send((job.id, attempt));
 }

@@ -41,6 +41,8 @@ pub struct TestCluster {
     children: Vec<Option<Child>>,
     /// Set when the peers live in network namespaces.
     pub net: Option<Netns>,
+    /// Environment added to every peer process.
+    env: Vec<(String, String)>,
 }
 
 /// Network namespaces made by a test: one per peer, each with a veth into a
@@ -137,11 +139,13 @@ pub struct ClusterSpec {
     /// Run each peer in its own network namespace behind a bridge, so that
     /// partitions can drop real traffic (needs root and iproute2).
     pub netns: bool,
+    /// Environment added to every peer process (and so to its jobs).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        ClusterSpec { voters: 3, learners: 0, extra: String::new(), slots: 2, netns: false }
+        ClusterSpec { voters: 3, learners: 0, extra: String::new(), slots: 2, netns: false, env: Vec::new() }
     }
 }
 
@@ -169,8 +173,14 @@ impl TestCluster {
         }
         let config = dir.path().join("cluster.toml");
         std::fs::write(&config, text).expect("write cluster file");
-        let mut cluster =
-            TestCluster { dir, config, ports, children: (0..total).map(|_| None).collect(), net };
+        let mut cluster = TestCluster {
+            dir,
+            config,
+            ports,
+            children: (0..total).map(|_| None).collect(),
+            net,
+            env: spec.env,
+        };
         for id in 1..=total as u64 {
             cluster.start_peer(id);
         }
@@ -215,6 +225,7 @@ impl TestCluster {
             .arg(&self.config)
             .args(["--id", &id.to_string()])
             .env("RUST_LOG", "info,openraft=warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
