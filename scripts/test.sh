@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite: unit, property, storage-conformance and multi-process
-# cluster tests, then a smoke run of the local-cluster demo.
+# The whole test suite: unit, property, storage-conformance, multi-process
+# cluster and artifact/runner tests, then a smoke run of the local-cluster demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The Luigi runner's tests need a Python with Luigi (made on first use).
+if [ -z "${SGNODE_TEST_PYTHON:-}" ]; then
+  SGNODE_TEST_PYTHON=$(scripts/python-env.sh)
+  export SGNODE_TEST_PYTHON
+fi
 cargo test --locked --all-targets
 # The demo on a private home and port range, stopped at the end.
 home=$(mktemp -d)

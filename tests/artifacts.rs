@@ -233,7 +233,14 @@ async fn url_artifacts_are_verified_cached_fetched_once_and_refused_clearly() {
 /// The interpreter with Luigi: `SGNODE_TEST_PYTHON` (set by `.ci/run`),
 /// else `python3`. Missing Luigi fails the test: it must run in CI.
 fn luigi_python() -> String {
-    let python = std::env::var("SGNODE_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let mut python = std::env::var("SGNODE_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    // The peers run it from their attempt directories: make it absolute
+    // (without resolving links: a venv's python must keep its path).
+    if python.contains('/') {
+        if let Ok(path) = std::path::absolute(&python) {
+            python = path.display().to_string();
+        }
+    }
     let ok = std::process::Command::new(&python)
         .args(["-c", "import luigi"])
         .output()

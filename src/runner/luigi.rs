@@ -75,30 +75,21 @@ pub fn failure(exit_code: i32, log_tail: &str) -> Option<String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::BTreeMap;
     use std::path::Path;
 
     use super::*;
-    use crate::queue::{Job, JobSpec, JobState};
+    use crate::api::views::SubmitRequest;
+    use crate::queue::{Job, JobState};
 
     pub(crate) fn job(params: &[(&str, &str)], args: &[&str]) -> Job {
-        let params: BTreeMap<String, String> =
-            params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let request = SubmitRequest {
+            params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..SubmitRequest::new("etl", Vec::new())
+        };
         Job {
             id: 7,
-            spec: JobSpec {
-                name: "etl".into(),
-                command: Vec::new(),
-                params,
-                dedup_key: None,
-                slots: 1,
-                mem_mb: 0,
-                priority: 0,
-                retries: 0,
-                timeout_ms: None,
-                artifact: None,
-                args: args.iter().map(|s| s.to_string()).collect(),
-            },
+            spec: request.into(),
             dedup_key: "k".into(),
             state: JobState::Assigned,
             submitted_at: 0,
