@@ -307,6 +307,7 @@ fn push(cluster: &TestCluster, via: u64, file: &Path) -> String {
         cluster.dir.path(),
     );
     assert_eq!(code, 0, "push failed: {err}");
+    assert!(err.contains("on peers 1, 2") || via != 1, "the receiver and a copy: {err}");
     let reference = out.trim().to_string();
     assert!(reference.starts_with("sg:sha256:") && reference.len() == 74, "{out}");
     reference
@@ -441,7 +442,13 @@ async fn stored_artifact_survives_the_loss_of_the_peer_that_received_it() {
     let reference = push(&cluster, 1, &archive);
     let hash = reference.trim_start_matches("sg:sha256:").to_string();
 
-    // Listed with two holders (the receiver and one copy), from any peer.
+    // Listed with two holders (the receiver and one copy), from any peer
+    // (once it has applied both registrations).
+    let third = cluster.client(3);
+    wait_until("peer 3 to list the artifact", Duration::from_secs(10), || async {
+        third.artifacts().await.ok().filter(|a| a.len() == 1 && a[0].holders == [1, 2])
+    })
+    .await;
     let (code, text, _) = cli(&["artifact", "ls", "--url", &cluster.url(3), "--json"], &dir);
     assert_eq!(code, 0);
     let listed: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -111,16 +111,15 @@ where
     let size = incoming.commit().await?;
     register(&peer, &hash, size, peer.id).await?;
     tracing::info!("stored artifact {hash} ({size} bytes)");
+    let mut holders = holders(&peer, &hash);
     let is_replica = replica.is_some_and(|r| r == "1");
     if !is_replica {
-        replicate(&peer, &hash, &dir).await?;
+        // The copy's own registration may not be applied here yet.
+        holders.extend(replicate(&peer, &hash, &dir).await?);
+        holders.sort_unstable();
+        holders.dedup();
     }
-    let view = ArtifactPushView {
-        reference: format!("{STORE_PREFIX}{hash}"),
-        size,
-        holders: holders(&peer, &hash),
-        hash,
-    };
+    let view = ArtifactPushView { reference: format!("{STORE_PREFIX}{hash}"), size, holders, hash };
     Ok(json(StatusCode::CREATED, &view))
 }
 
@@ -134,13 +133,13 @@ async fn register(peer: &Peer, hash: &str, size: u64, node: NodeId) -> Result<()
 }
 
 /// Copies the stored file to the first other peer that takes it (in id
-/// order after this one). One copy elsewhere is the guarantee; a
-/// single-peer cluster has nowhere to copy to.
-async fn replicate(peer: &Peer, hash: &str, dir: &std::path::Path) -> Result<(), ApiError> {
+/// order after this one) and returns that peer. One copy elsewhere is the
+/// guarantee; a single-peer cluster has nowhere to copy to.
+async fn replicate(peer: &Peer, hash: &str, dir: &std::path::Path) -> Result<Option<NodeId>, ApiError> {
     let mut others: Vec<(NodeId, String)> =
         peer.config.peers.iter().filter(|p| p.id != peer.id).map(|p| (p.id, p.address.clone())).collect();
     if others.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     others.sort_by_key(|(id, _)| (*id < peer.id, *id));
     let path = store::stored_path(dir, hash);
@@ -164,7 +163,7 @@ async fn replicate(peer: &Peer, hash: &str, dir: &std::path::Path) -> Result<(),
         match response {
             Ok(r) if r.status().is_success() => {
                 tracing::info!("copied artifact {hash} to peer {id}");
-                return Ok(());
+                return Ok(Some(id));
             }
             Ok(r) => failures.push(format!("peer {id}: HTTP {}", r.status().as_u16())),
             Err(e) => failures.push(format!("peer {id}: {e}")),
