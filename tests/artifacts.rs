@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sgnode::api::views::{JobView, SubmitRequest};
+use sgnode::api::views::{BatchItem, BatchSubmitRequest, JobView, SubmitRequest};
 use sgnode::client::Client;
 use sgnode::queue::{JobState, RunnerKind};
 use sha2::{Digest, Sha256};
@@ -157,15 +157,25 @@ async fn url_artifacts_are_verified_cached_fetched_once_and_refused_clearly() {
     std::fs::create_dir(&out).unwrap();
     let out_s = out.to_str().unwrap();
 
-    // Three jobs needing the same archive at once: one download.
+    // Three jobs needing the same archive at once (one batch, so they are
+    // placed together and their fetches overlap): one download.
     let url = server.url("shell.tgz");
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        let args = vec!["two words".to_string(), "$HOME;echo no".to_string(), format!("n{i}")];
-        let request = SubmitRequest::artifact(&format!("fetch{i}"), &url, Some(&sha256(&shell)), args);
-        let request = with_params(request, &[("out", out_s), ("day", "2026-12-04")]);
-        ids.push(client.submit(&request, 10 + i).await.expect("submit").id);
-    }
+    let jobs = (0..3)
+        .map(|i| {
+            let args = vec!["two words".to_string(), "$HOME;echo no".to_string(), format!("n{i}")];
+            let request = SubmitRequest::artifact(&format!("fetch{i}"), &url, Some(&sha256(&shell)), args);
+            with_params(request, &[("out", out_s), ("day", "2026-12-04")])
+        })
+        .collect();
+    let batch = client.submit_batch(&BatchSubmitRequest { jobs }, 10).await.expect("batch");
+    let ids: Vec<String> = batch
+        .results
+        .into_iter()
+        .map(|item| match item {
+            BatchItem::Ok(s) => s.id,
+            BatchItem::Err(e) => panic!("refused: {:?}", e.error),
+        })
+        .collect();
     for (i, id) in ids.iter().enumerate() {
         let job = finished(&client, id).await;
         assert_eq!(job.state, JobState::Succeeded, "{job:?}\n{}", cluster.logs());
