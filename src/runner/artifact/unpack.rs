@@ -117,7 +117,12 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// components. `..`, absolute paths, drive prefixes and empty names are
 /// refused, whether or not they would end up inside.
 fn safe_relative(name: &str) -> Result<PathBuf, ArtifactError> {
-    if name.starts_with('/') || name.starts_with('\\') || name.get(1..2) == Some(":") {
+    let bytes = name.as_bytes();
+    let drive = bytes.len() >= 2
+        && bytes[0].is_ascii_alphabetic()
+        && bytes[1] == b':'
+        && matches!(bytes.get(2), None | Some(b'/' | b'\\'));
+    if name.starts_with('/') || name.starts_with('\\') || drive {
         return Err(invalid(format!("entry {name} has an absolute path")));
     }
     let mut rel = PathBuf::new();
@@ -486,6 +491,11 @@ mod tests {
         refused(&tar_gz(&[("/tmp/evil", tar::EntryType::Regular, b"x")]), LIMITS, "absolute path");
         refused(&zip_bytes(&[("../evil", b"x")]), LIMITS, "entry ../evil escapes");
         refused(&zip_bytes(&[("/etc/evil", b"x")]), LIMITS, "absolute path");
+        refused(&zip_bytes(&[("C:\\evil", b"x")]), LIMITS, "absolute path");
+        // A colon elsewhere is just a name.
+        let (dir, result) = try_unpack(&zip_bytes(&[("a:b.txt", b"x")]), LIMITS);
+        assert_eq!(result.unwrap(), ArchiveKind::Zip);
+        assert!(dir.path().join("job/a:b.txt").is_file());
     }
 
     #[test]
