@@ -7,6 +7,7 @@
 //! field is named in the message. The cluster token guards Raft RPCs and
 //! every write; reads are open.
 
+pub mod dispatch;
 pub mod error;
 pub mod views;
 
@@ -549,6 +550,7 @@ pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::get())
         .and(with_peer(peer.clone()))
         .map(|p: Arc<Peer>| digest(&p));
+    let dispatch_routes = dispatch::routes(peer.clone());
     let raft_route = warp::path!("raft" / String)
         .and(warp::post())
         .and(with_peer(peer))
@@ -573,6 +575,8 @@ pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Inf
         .or(local_route)
         .unify()
         .or(digest_route)
+        .unify()
+        .or(dispatch_routes)
         .unify()
         .or(raft_route)
         .unify()
