@@ -19,9 +19,10 @@
 //!
 //! Short mode (default, CI): `JEPSEN_SECONDS=45`, 3 peers (`JEPSEN_PEERS=5`
 //! for five). Longer:
-//! `JEPSEN_SECONDS=600 JEPSEN_SEED=42 cargo test --release --test jepsen_lite -- --nocapture`.
+//! `JEPSEN_SECONDS=600 JEPSEN_SEED=42 cargo test --release --test jepsen-lite -- --nocapture`.
 //! The seed is printed so a failing schedule can be replayed.
 
+#[path = "../util/mod.rs"]
 mod util;
 
 use std::collections::{BTreeMap, BTreeSet};
