@@ -48,6 +48,13 @@ pub enum CliCommand {
         params: Vec<(String, String)>,
         #[command(flatten)]
         resources: ResourceArgs,
+        /// Time that `{{date}}`, `{{minute}}`, ... templates render [default: now].
+        /// E.g. `--dedup-key 'nightly@{{date}}'` on every peer's crontab gives one run a day.
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        at: Option<std::time::SystemTime>,
+        /// Time zone templates render in (IANA name).
+        #[arg(long, default_value = "UTC")]
+        tz: String,
         /// Archive to run: an http(s)/file URL (with --sha256), or
         /// sg:sha256:HEX from `sgnode artifact push`. The words after `--`
         /// are then the runner's arguments.
@@ -60,6 +67,28 @@ pub enum CliCommand {
         /// arguments), after `--`.
         #[arg(last = true, required_unless_present = "artifact")]
         command: Vec<String>,
+    },
+    /// Manage cron schedules (and induced jobs) from a TOML file.
+    Schedule {
+        #[command(subcommand)]
+        which: crate::dispatch::cli::ScheduleCommand,
+    },
+    /// Submit one job per date (or step) of a range from a schedule's template.
+    Backfill(crate::dispatch::cli::Backfill),
+    /// Record that a dataset instance exists: `sgnode publish 'logs/{{date}}' --param date=2026-12-03`.
+    Publish {
+        #[command(flatten)]
+        conn: Connection,
+        /// Dataset instance name; may use templates over the params.
+        dataset: String,
+        /// A parameter of the instance, NAME=VALUE; repeatable.
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+    },
+    /// Induced (data-triggered) jobs.
+    Induced {
+        #[command(subcommand)]
+        which: crate::dispatch::cli::InducedCommand,
     },
     /// Show one job.
     Status {
@@ -222,14 +251,14 @@ fn parse_param(raw: &str) -> Result<(String, String), String> {
 /// A client-side failure carrying its exit code through `anyhow`.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-pub struct Exit(#[from] ClientError);
+pub struct Exit(#[from] pub ClientError);
 
 /// Exit code for an error chain: the client's documented code, else 1.
 pub fn exit_code(error: &anyhow::Error) -> i32 {
     error.chain().find_map(|e| e.downcast_ref::<Exit>()).map_or(1, |e| e.0.exit_code())
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -241,7 +270,18 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         CliCommand::Serve { config, id } => serve(&config, id).await,
-        CliCommand::Submit { conn, name, dedup_key, params, resources, artifact, sha256, command } => {
+        CliCommand::Submit {
+            conn,
+            name,
+            dedup_key,
+            params,
+            resources,
+            artifact,
+            sha256,
+            command,
+            at,
+            tz,
+        } => {
             let client = conn.client()?;
             // With an artifact, the words after `--` are the runner's arguments.
             let (command, args) =
@@ -259,6 +299,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 timeout_ms: resources.timeout.map(|t| t.as_millis() as u64),
                 ..SubmitRequest::new(&name, command)
             };
+            let request = render_submit(request, at, &tz)?;
             let response = client.submit(&request, rand::random()).await.map_err(Exit)?;
             if conn.json {
                 print_json(&response)
@@ -326,6 +367,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_nodes(&view);
             Ok(())
         }
+        CliCommand::Schedule { which } => crate::dispatch::cli::schedule(which).await,
+        CliCommand::Backfill(backfill) => backfill.run().await,
+        CliCommand::Publish { conn, dataset, params } => {
+            crate::dispatch::cli::publish(conn, dataset, params).await
+        }
+        CliCommand::Induced { which } => crate::dispatch::cli::induced(which).await,
         CliCommand::Guard { work_dir, parent } => {
             crate::runner::guard::run_guard(&work_dir, parent);
             Ok(())
@@ -334,6 +381,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         CliCommand::Bench { which: BenchCommand::Run(bench) } => bench.run().await,
         CliCommand::Artifact { which } => artifact::run(which).await,
     }
+}
+
+/// Renders `{{...}}` templates of a manual submit at `at` (default now) in
+/// zone `tz`, so that identical crontab lines on every peer produce the
+/// same dedup key for the same minute.
+fn render_submit(
+    request: SubmitRequest,
+    at: Option<std::time::SystemTime>,
+    tz: &str,
+) -> anyhow::Result<SubmitRequest> {
+    use crate::dispatch::template;
+    let zone = template::parse_zone(tz).map_err(anyhow::Error::msg).context("--tz")?;
+    let at = at.unwrap_or_else(std::time::SystemTime::now);
+    let millis = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let spec: crate::queue::JobSpec = request.clone().into();
+    let ctx = template::TemplateContext { time: crate::dispatch::zoned(millis, zone), params: &spec.params };
+    let rendered = template::render_spec(&spec, &ctx).map_err(|e| Exit(ClientError::Usage(e.to_string())))?;
+    Ok(SubmitRequest {
+        name: rendered.name,
+        command: rendered.command,
+        args: rendered.args,
+        params: rendered.params,
+        dedup_key: rendered.dedup_key,
+        ..request
+    })
 }
 
 fn print_job(job: &JobView) {

@@ -21,9 +21,9 @@ pub enum ClientError {
     Http { url: String, source: reqwest::Error },
     #[error("unexpected answer from {url}: {message}")]
     Decode { url: String, message: String },
-    /// A problem on the client's side (e.g. a file to upload).
-    #[error("{message}")]
-    Local { message: String },
+    /// Refused before sending (e.g. a template that does not render).
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl ClientError {
@@ -57,6 +57,7 @@ impl ClientError {
                 409 => 7,
                 _ => 1,
             },
+            ClientError::Usage(_) => 2,
             ClientError::Unreachable { .. } => 6,
             ClientError::Http { source, .. } if source.is_timeout() => 6,
             _ => 1,
@@ -136,6 +137,37 @@ impl Client {
                 message: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
             }),
         }
+    }
+
+    /// `GET /api/v1/{path}`, decoded.
+    ///
+    /// # Errors
+    /// [`ClientError`] with the API's code.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = self.url(path);
+        self.send(self.http.get(&url), &url).await
+    }
+
+    /// `POST /api/v1/{path}` with a JSON body, decoded.
+    ///
+    /// # Errors
+    /// [`ClientError`] with the API's code.
+    pub async fn post_json<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        self.send(self.http.post(&url).json(body), &url).await
+    }
+
+    /// `DELETE /api/v1/{path}`, decoded.
+    ///
+    /// # Errors
+    /// [`ClientError`] with the API's code.
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = self.url(path);
+        self.send(self.http.delete(&url), &url).await
     }
 
     /// Submits one job. `request_id` makes retries idempotent.

@@ -66,6 +66,10 @@ pub struct ClusterConfig {
     /// doubles it (up to 64x).
     #[serde(default = "default_retry_backoff", with = "humantime_serde")]
     pub retry_backoff: Duration,
+    /// How often the leader checks induced jobs' marker files (and input
+    /// sets in general). Marker paths must be visible to whichever peer leads.
+    #[serde(default = "default_induced_poll", with = "humantime_serde")]
+    pub induced_poll: Duration,
     /// Size bound of each peer's cache of fetched job artifacts, MiB; least
     /// recently used archives are evicted past it. Per peer (each peer keeps
     /// its own cache); the built-in store's copies are not counted.
@@ -174,6 +178,10 @@ fn default_lease() -> Duration {
 fn default_node_timeout() -> Duration {
     Duration::from_secs(8)
 }
+fn default_induced_poll() -> Duration {
+    Duration::from_secs(1)
+}
+
 fn default_retry_backoff() -> Duration {
     Duration::from_secs(1)
 }

@@ -8,6 +8,8 @@
 //! - [`node`]: a running peer: bootstrap, write path (batching, forwarding,
 //!   idempotent retries), leader housekeeping, shutdown.
 //! - [`arbiter`]: the leader's placement loop and node-liveness monitor.
+//! - [`dispatch`]: cron schedules, templates, backfill and induced jobs; the
+//!   leader's dispatcher loop.
 //! - [`runner`]: execution on each worker: process runner, shell runner,
 //!   worker loop with lease and heartbeats, fencing guard.
 //! - [`api`]: the HTTP surface: client API, Raft RPCs, errors.
@@ -21,6 +23,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dispatch;
 pub mod node;
 pub mod queue;
 pub mod raft;

@@ -243,6 +243,7 @@ impl Peer {
         }));
         tasks.spawn(run_housekeeping(peer.clone(), shutdown.clone()));
         tasks.spawn(crate::arbiter::run_arbiter(peer.clone(), shutdown.clone()));
+        tasks.spawn(crate::dispatch::run_dispatcher(peer.clone(), shutdown.clone()));
         tasks.spawn(crate::runner::worker::run_worker(peer.clone(), shutdown));
         Ok((peer, tasks))
     }

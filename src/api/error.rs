@@ -39,7 +39,9 @@ impl ApiError {
             ApiError::Funnel(FunnelError::QueueFull { .. }) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Funnel(FunnelError::Invalid { .. }) => StatusCode::BAD_REQUEST,
             ApiError::Funnel(FunnelError::Unschedulable { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Funnel(FunnelError::NotFound { .. }) => StatusCode::NOT_FOUND,
+            ApiError::Funnel(FunnelError::NotFound { .. })
+            | ApiError::Funnel(FunnelError::NoSuchDefinition { .. }) => StatusCode::NOT_FOUND,
+            ApiError::Funnel(FunnelError::StaleTick { .. }) => StatusCode::CONFLICT,
             ApiError::Funnel(FunnelError::WrongState { .. }) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Write(WriteError::NoQuorum(_))
@@ -60,7 +62,9 @@ impl ApiError {
             ApiError::Funnel(FunnelError::QueueFull { .. }) => "queue_full",
             ApiError::Funnel(FunnelError::Invalid { .. }) => "invalid_request",
             ApiError::Funnel(FunnelError::Unschedulable { .. }) => "unschedulable",
-            ApiError::Funnel(FunnelError::NotFound { .. }) => "not_found",
+            ApiError::Funnel(FunnelError::NotFound { .. })
+            | ApiError::Funnel(FunnelError::NoSuchDefinition { .. }) => "not_found",
+            ApiError::Funnel(FunnelError::StaleTick { .. }) => "stale_tick",
             ApiError::Funnel(FunnelError::WrongState { .. }) => "wrong_state",
             ApiError::TooLarge(_) => "request_too_large",
             ApiError::Write(WriteError::NoQuorum(_)) | ApiError::Write(WriteError::ShuttingDown) => {

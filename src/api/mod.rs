@@ -8,6 +8,7 @@
 //! every write; reads are open.
 
 pub mod artifacts;
+pub mod dispatch;
 pub mod error;
 pub mod views;
 
@@ -551,6 +552,7 @@ pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Inf
         .and(with_peer(peer.clone()))
         .map(|p: Arc<Peer>| digest(&p));
     let artifact_routes = artifacts::routes(peer.clone());
+    let dispatch_routes = dispatch::routes(peer.clone());
     let raft_route = warp::path!("raft" / String)
         .and(warp::post())
         .and(with_peer(peer))
@@ -575,6 +577,8 @@ pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Inf
         .or(local_route)
         .unify()
         .or(digest_route)
+        .unify()
+        .or(dispatch_routes)
         .unify()
         .or(raft_route)
         .unify()

@@ -96,6 +96,21 @@ impl From<SubmitRequest> for JobSpec {
     }
 }
 
+impl From<&JobSpec> for SubmitRequest {
+    fn from(spec: &JobSpec) -> SubmitRequest {
+        SubmitRequest {
+            params: spec.params.clone(),
+            dedup_key: spec.dedup_key.clone(),
+            slots: Some(spec.slots),
+            mem_mb: Some(spec.mem_mb),
+            priority: Some(spec.priority),
+            retries: Some(spec.retries),
+            timeout_ms: spec.timeout_ms,
+            ..SubmitRequest::new(&spec.name, spec.command.clone())
+        }
+    }
+}
+
 /// Body of `POST /api/v1/jobs/batch`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -16,7 +16,7 @@ const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 const CHUNK: usize = 256 * 1024;
 
 fn read_error(path: &Path, e: std::io::Error) -> ClientError {
-    ClientError::Local { message: format!("cannot read {}: {e}", path.display()) }
+    ClientError::Usage(format!("cannot read {}: {e}", path.display()))
 }
 
 impl Client {
@@ -24,7 +24,7 @@ impl Client {
     /// read so far.
     ///
     /// # Errors
-    /// [`ClientError::Local`] when the file cannot be read.
+    /// [`ClientError::Usage`] when the file cannot be read.
     pub async fn hash_file(&self, path: &Path, progress: impl Fn(u64)) -> Result<(String, u64), ClientError> {
         let mut file = tokio::fs::File::open(path).await.map_err(|e| read_error(path, e))?;
         let mut hasher = Sha256::new();

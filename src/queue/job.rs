@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::dispatch::{InducedDef, ScheduleDef};
+
 /// Cluster-wide job id, assigned in log order by the funnel.
 pub type JobId = u64;
 /// Milliseconds since the Unix epoch, always stamped by the leader.
@@ -403,6 +405,22 @@ pub enum Command {
     /// Drop finished jobs past retention (at most `limit` per command so that
     /// one Gc never stalls the state machine).
     Gc { limit: u32 },
+    /// Create or replace a schedule (idempotent: an identical definition
+    /// changes nothing).
+    ScheduleUpsert { def: ScheduleDef },
+    /// Remove a schedule or an induced definition.
+    ScheduleDelete { name: String },
+    /// Pause or resume one schedule; resuming does not replay missed ticks.
+    SchedulePause { name: String, paused: bool },
+    /// The leader found `tick` due: submit `spec` (if any) with the dedup
+    /// key `NAME@TICK`, or record the tick as passed over.
+    ScheduleFired { name: String, tick: Millis, spec: Option<JobSpec>, skipped: u32 },
+    /// Create or replace an induced-job definition.
+    InducedUpsert { def: InducedDef },
+    /// A dataset instance was published (or re-published).
+    DatasetPublished { dataset: String, params: BTreeMap<String, String> },
+    /// The leader found every input of parameter set `set` present.
+    InducedFired { name: String, set: String, spec: JobSpec },
     /// Peer `node` holds the built-in store's artifact `hash` (`size`
     /// bytes) on its disk, verified; workers fetch it from its holders.
     ArtifactRegistered { hash: String, size: u64, node: NodeId },
@@ -430,6 +448,10 @@ pub enum FunnelError {
     Unschedulable { slots: u32, mem_mb: u64, max_slots: u32, max_mem_mb: u64 },
     #[error("invalid field `{field}`: {message}")]
     Invalid { field: String, message: String },
+    #[error("no schedule or induced job named {name:?}")]
+    NoSuchDefinition { name: String },
+    #[error("tick {tick} of schedule {name:?} was already handled (or the schedule is paused)")]
+    StaleTick { name: String, tick: String },
 }
 
 /// Result of one command, in command order.
@@ -468,6 +490,20 @@ pub enum Outcome {
     NodeMarkedLost {
         requeued: u32,
     },
+    /// A schedule or induced definition was stored.
+    Defined {
+        created: bool,
+        changed: bool,
+    },
+    Deleted,
+    /// A schedule tick or input set: the job it submitted, if any.
+    Fired {
+        job: Option<JobId>,
+        duplicate: bool,
+    },
+    Published {
+        first: bool,
+    },
     Refused(FunnelError),
     /// An artifact registration: how many peers now hold it.
     ArtifactHolders {
@@ -475,11 +511,11 @@ pub enum Outcome {
     },
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> FunnelError {
+pub(crate) fn invalid(field: &str, message: impl Into<String>) -> FunnelError {
     FunnelError::Invalid { field: field.to_string(), message: message.into() }
 }
 
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), FunnelError> {
+pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), FunnelError> {
     if value.is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
@@ -507,6 +543,24 @@ fn check_words(field: &str, words: &[String]) -> Result<(), FunnelError> {
 }
 
 impl JobSpec {
+    /// A spec with default resources: one slot, no memory reservation, no
+    /// retries, no timeout.
+    pub fn new(name: impl Into<String>, command: Vec<String>) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            command,
+            params: BTreeMap::new(),
+            dedup_key: None,
+            slots: 1,
+            mem_mb: 0,
+            priority: 0,
+            retries: 0,
+            timeout_ms: None,
+            artifact: None,
+            args: Vec::new(),
+        }
+    }
+
     /// Checks every limit and naming rule; the error names the field.
     ///
     /// # Errors

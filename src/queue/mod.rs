@@ -11,11 +11,13 @@
 //! can never disagree with what is on disk.
 
 mod artifacts;
+mod dispatch;
 mod exec;
 mod job;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+pub use dispatch::*;
 use exec::queue_key;
 pub use job::*;
 use serde::{Deserialize, Serialize};
@@ -55,6 +57,7 @@ impl Default for Meta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunnelImage {
     pub meta: Meta,
+    pub dispatch: Dispatch,
     pub jobs: Vec<Job>,
 }
 
@@ -96,8 +99,12 @@ pub struct Funnel {
     /// Terminal jobs by (finished_at, id): retention GC pops from the front,
     /// so a Gc costs what it removes, not what the history holds (derived).
     finished: BTreeSet<(Millis, JobId)>,
+    /// Schedules, induced definitions and dataset events.
+    dispatch: Dispatch,
     /// Jobs changed since the storage adapter last drained them. Not state.
     touched: Vec<JobId>,
+    /// `dispatch` changed since the adapter last persisted it. Not state.
+    dispatch_dirty: bool,
 }
 
 impl Funnel {
@@ -107,8 +114,8 @@ impl Funnel {
     }
 
     /// Rebuilds a funnel (and all derived indexes) from persisted parts.
-    pub fn from_parts(meta: Meta, jobs: impl IntoIterator<Item = Job>) -> Funnel {
-        let mut funnel = Funnel { meta, ..Funnel::default() };
+    pub fn from_parts(meta: Meta, dispatch: Dispatch, jobs: impl IntoIterator<Item = Job>) -> Funnel {
+        let mut funnel = Funnel { meta, dispatch, ..Funnel::default() };
         for job in jobs {
             funnel.index(&job);
             funnel.jobs.insert(job.id, job);
@@ -118,12 +125,16 @@ impl Funnel {
 
     /// Rebuilds a funnel from an image (snapshot install).
     pub fn from_image(image: FunnelImage) -> Funnel {
-        Funnel::from_parts(image.meta, image.jobs)
+        Funnel::from_parts(image.meta, image.dispatch, image.jobs)
     }
 
     /// The full image, jobs in id order.
     pub fn image(&self) -> FunnelImage {
-        FunnelImage { meta: self.meta.clone(), jobs: self.jobs.values().cloned().collect() }
+        FunnelImage {
+            meta: self.meta.clone(),
+            dispatch: self.dispatch.clone(),
+            jobs: self.jobs.values().cloned().collect(),
+        }
     }
 
     /// Canonical bytes of the whole state: equal bytes <=> equal state.
@@ -138,6 +149,7 @@ impl Funnel {
     pub fn digest(&self) -> String {
         let mut hasher = Sha256::new();
         hasher.update(bincode::serialize(&self.meta).unwrap_or_default());
+        hasher.update(bincode::serialize(&self.dispatch).unwrap_or_default());
         for job in self.jobs.values() {
             hasher.update(bincode::serialize(job).unwrap_or_default());
         }
@@ -160,6 +172,11 @@ impl Funnel {
     /// an id no longer present in the funnel was deleted).
     pub fn drain_touched(&mut self) -> Vec<JobId> {
         std::mem::take(&mut self.touched)
+    }
+
+    /// Whether the dispatch state changed since the last call.
+    pub fn take_dispatch_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dispatch_dirty)
     }
 
     /// Applies one log entry. Total: every input yields one outcome per
@@ -191,7 +208,20 @@ impl Funnel {
                 self.meta.paused = *paused;
                 Outcome::Paused { paused: *paused }
             }
-            Command::Gc { limit } => Outcome::Collected { removed: self.gc(now, *limit) },
+            Command::Gc { limit } => {
+                let removed = self.gc(now, *limit);
+                let left = u64::from(*limit).saturating_sub(removed);
+                Outcome::Collected { removed: removed + self.gc_dispatch(now, left) }
+            }
+            Command::ScheduleUpsert { def } => self.schedule_upsert(now, def),
+            Command::ScheduleDelete { name } => self.schedule_delete(name),
+            Command::SchedulePause { name, paused } => self.schedule_pause(now, name, *paused),
+            Command::ScheduleFired { name, tick, spec, skipped } => {
+                self.schedule_fired(now, name, *tick, spec.as_ref(), *skipped)
+            }
+            Command::InducedUpsert { def } => self.induced_upsert(def),
+            Command::DatasetPublished { dataset, params } => self.dataset_published(now, dataset, params),
+            Command::InducedFired { name, set, spec } => self.induced_fired(now, name, set, spec),
             Command::ArtifactRegistered { hash, size, node } => {
                 self.register_artifact(now, hash, *size, *node)
             }

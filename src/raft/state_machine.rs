@@ -22,9 +22,12 @@ use super::store::{index_key, Store};
 use super::{
     decode, encode, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
-use crate::queue::{Funnel, FunnelImage, Job, Meta, Outcome};
+use crate::queue::{Dispatch, Funnel, FunnelImage, Job, Meta, Outcome};
 
 const STATE_META_KEY: &[u8] = b"m";
+/// Schedules, induced definitions and dataset events: one record, written
+/// only when an entry changed them (they change rarely, jobs often).
+const DISPATCH_KEY: &[u8] = b"d";
 const JOB_PREFIX: u8 = b'j';
 const CURRENT_SNAPSHOT_KEY: &[u8] = b"current";
 
@@ -107,13 +110,18 @@ impl StateMachine {
         let mut applied = Applied::default();
         if let Some(bytes) = store.state.get(STATE_META_KEY).map_err(|e| sm_err(ErrorVerb::Read, &e))? {
             let meta: StateMeta = decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, &e))?;
+            let dispatch: Dispatch =
+                match store.state.get(DISPATCH_KEY).map_err(|e| sm_err(ErrorVerb::Read, &e))? {
+                    Some(bytes) => decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, &e))?,
+                    None => Dispatch::default(),
+                };
             let mut jobs: Vec<Job> = Vec::new();
             for item in store.state.scan_prefix([JOB_PREFIX]) {
                 let (_, bytes) = item.map_err(|e| sm_err(ErrorVerb::Read, &e))?;
                 jobs.push(decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, &e))?);
             }
             applied = Applied {
-                funnel: Funnel::from_parts(meta.funnel, jobs),
+                funnel: Funnel::from_parts(meta.funnel, dispatch, jobs),
                 last_applied: meta.last_applied,
                 membership: meta.membership,
             };
@@ -158,9 +166,11 @@ fn write_full_state(store: &Store, applied: &Applied) -> Result<(), StorageError
     for item in store.state.iter().keys() {
         batch.remove(item.map_err(|e| sm_err(ErrorVerb::Write, &e))?);
     }
-    for job in applied.funnel.image().jobs {
+    let image = applied.funnel.image();
+    for job in image.jobs {
         batch.insert(&job_key(job.id), encode(&job).map_err(|e| sm_err(ErrorVerb::Write, &e))?);
     }
+    batch.insert(DISPATCH_KEY, encode(&image.dispatch).map_err(|e| sm_err(ErrorVerb::Write, &e))?);
     batch.insert(STATE_META_KEY, state_meta_bytes(applied)?);
     store.state.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, &e))
 }
@@ -225,6 +235,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     None => batch.remove(&job_key(id)),
                 }
+            }
+            if applied.funnel.take_dispatch_dirty() {
+                let bytes = encode(applied.funnel.dispatch()).map_err(|e| sm_err(ErrorVerb::Write, &e))?;
+                batch.insert(DISPATCH_KEY, bytes);
             }
             batch.insert(STATE_META_KEY, state_meta_bytes(&applied)?);
             self.store.state.apply_batch(batch).map_err(|e| sm_err(ErrorVerb::Write, &e))?;

@@ -50,6 +50,20 @@ pub struct TestCluster {
 pub struct Netns {
     tag: String,
     peers: usize,
+    /// Third octet of this test's 10.199.x.0/24: concurrent test processes
+    /// must not route to each other's peers.
+    subnet: u8,
+}
+
+/// A 10.199.x.0/24 no interface on this machine uses yet.
+fn free_subnet() -> Option<u8> {
+    let start = (std::process::id() % 250) as u8;
+    (0..250u8).map(|i| (start.wrapping_add(i) % 250) + 1).find(|x| {
+        Command::new("ip")
+            .args(["-o", "addr", "show", "to", &format!("10.199.{x}.0/24")])
+            .output()
+            .is_ok_and(|o| o.status.success() && o.stdout.is_empty())
+    })
 }
 
 fn ip(args: &[&str]) -> bool {
@@ -65,14 +79,14 @@ impl Netns {
     /// Creates the namespaces, or None where this machine cannot.
     pub fn create(peers: usize) -> Option<Netns> {
         let tag = format!("sg{}", std::process::id() % 100_000);
-        let net = Netns { tag, peers };
+        let net = Netns { tag, peers, subnet: free_subnet()? };
         let bridge = net.bridge();
         let mut ok = ip(&["link", "add", &bridge, "type", "bridge"])
-            && ip(&["addr", "add", "10.199.0.254/24", "dev", &bridge])
+            && ip(&["addr", "add", &format!("10.199.{}.254/24", net.subnet), "dev", &bridge])
             && ip(&["link", "set", &bridge, "up"]);
         for i in 1..=peers {
             let (ns, host, inner) = (net.ns(i), net.host_if(i), format!("{}p{i}", net.tag));
-            let addr = format!("10.199.0.{i}/24");
+            let addr = format!("10.199.{}.{i}/24", net.subnet);
             ok = ok
                 && ip(&["netns", "add", &ns])
                 && ip(&["link", "add", &host, "type", "veth", "peer", "name", &inner])
@@ -103,8 +117,8 @@ impl Netns {
         format!("{}n{i}", self.tag)
     }
 
-    pub fn address(i: usize) -> String {
-        format!("10.199.0.{i}:7100")
+    pub fn address(&self, i: usize) -> String {
+        format!("10.199.{}.{i}:7100", self.subnet)
     }
 
     /// Cuts peer `i` off from everyone (its link goes down).
@@ -162,7 +176,10 @@ impl TestCluster {
             spec.extra
         );
         for (i, port) in ports.iter().enumerate() {
-            let address = if net.is_some() { Netns::address(i + 1) } else { format!("127.0.0.1:{port}") };
+            let address = match &net {
+                Some(net) => net.address(i + 1),
+                None => format!("127.0.0.1:{port}"),
+            };
             text.push_str(&format!(
                 "\n[[peer]]\nid = {}\naddress = \"{address}\"\ndata_dir = \"peer{}\"\nvoter = {}\nslots = {}\n",
                 i + 1,
@@ -192,8 +209,8 @@ impl TestCluster {
     }
 
     pub fn url(&self, id: u64) -> String {
-        match self.net {
-            Some(_) => format!("http://{}", Netns::address(id as usize)),
+        match &self.net {
+            Some(net) => format!("http://{}", net.address(id as usize)),
             None => format!("http://127.0.0.1:{}", self.ports[(id - 1) as usize]),
         }
     }

@@ -1,4 +1,4 @@
-//! jepsen-lite: drives a real 3-peer cluster with concurrent clients while a
+//! jepsen-lite: drives a real 3- or 5-peer cluster with concurrent clients while a
 //! seeded nemesis kills, freezes and restarts peers, then checks the
 //! cluster's promises against the client log and an execution record kept
 //! outside the cluster:
@@ -8,6 +8,8 @@
 //! - submits sharing a dedup key got one job, and it completed at most once;
 //! - no two attempts of one job overlapped in time;
 //! - no peer ran more attempts at once than its slots;
+//! - a per-second cron schedule ran every tick exactly once (one job per
+//!   tick, no tick executed by two jobs; catch-up fills leaderless gaps);
 //! - all replicas report the same state digest.
 //!
 //! Nemeses: kill -9 of a peer or the leader and restart, SIGSTOP past the
@@ -15,10 +17,12 @@
 //! network namespaces (root + iproute2; CI runs as root) — partitions that
 //! isolate a peer or the leader by taking its veth link down.
 //!
-//! Short mode (default, CI): `JEPSEN_SECONDS=45`. Longer:
-//! `JEPSEN_SECONDS=600 JEPSEN_SEED=42 cargo test --release --test jepsen_lite -- --nocapture`.
+//! Short mode (default, CI): `JEPSEN_SECONDS=45`, 3 peers (`JEPSEN_PEERS=5`
+//! for five). Longer:
+//! `JEPSEN_SECONDS=600 JEPSEN_SEED=42 cargo test --release --test jepsen-lite -- --nocapture`.
 //! The seed is printed so a failing schedule can be replayed.
 
+#[path = "../util/mod.rs"]
 mod util;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sgnode::api::dispatch::ApplyRequest;
 use sgnode::api::views::SubmitRequest;
+use sgnode::queue::{CatchUp, JobSpec, Overlap, ScheduleDef};
 use util::*;
 
 const SLOTS: u32 = 2;
@@ -50,7 +56,9 @@ async fn jepsen_lite() {
     let seed = env_u64("JEPSEN_SEED", rand::random::<u16>() as u64);
     println!("jepsen-lite: seed {seed}, {seconds}s of faults (replay with JEPSEN_SEED={seed})");
     let lease = "lease = \"2s\"\nnode_timeout = \"4s\"\nretry_backoff = \"500ms\"\n";
+    let peers = env_u64("JEPSEN_PEERS", 3).clamp(3, 9) as usize;
     let mut cluster = TestCluster::start(ClusterSpec {
+        voters: peers,
         extra: lease.into(),
         slots: SLOTS,
         netns: true,
@@ -62,8 +70,32 @@ async fn jepsen_lite() {
             println!("jepsen-lite: no network namespaces here (needs root + iproute2): partitions skipped")
         }
     }
-    cluster.wait_leader().await;
+    let first_leader = cluster.wait_leader().await;
     let record = cluster.dir.path().join("record");
+    // A per-second schedule runs through every fault; each tick must run
+    // exactly once (catch_up = "all" fills gaps without a leader).
+    let cron_record = cluster.dir.path().join("cron-record");
+    let cron = ScheduleDef {
+        name: "cron".into(),
+        cron: "* * * * * *".into(),
+        timezone: "UTC".into(),
+        catch_up: CatchUp::All,
+        max_catch_up: 3600,
+        misfire_grace_ms: 0,
+        overlap: Overlap::Allow,
+        job: JobSpec::new(
+            "cron",
+            vec![
+                "sh".into(),
+                "-c".into(),
+                format!("echo {{{{timestamp}}}} $SG_JOB_ID $(date +%s) >> {}", cron_record.display()),
+            ],
+        ),
+    };
+    let apply = ApplyRequest { schedules: vec![cron], ..ApplyRequest::default() };
+    let applied: Result<serde_json::Value, _> =
+        cluster.client(first_leader).post_json("schedules/apply", &apply).await;
+    applied.expect("apply the cron schedule");
     let urls: Vec<String> = (1..=cluster.size()).map(|id| cluster.url(id)).collect();
 
     // Clients: unique keys, and every fifth submit reuses a recent key
@@ -127,17 +159,28 @@ async fn jepsen_lite() {
                     (true, Some(l)) if cluster.is_running(l) => l,
                     _ => running[rng.gen_range(0..running.len())],
                 };
+                // With five peers, half the time a second peer goes too: the
+                // largest minority the cluster must survive.
+                let mut victims = vec![victim];
+                if peers >= 5 && rng.gen_bool(0.5) {
+                    let others: Vec<u64> = running.iter().copied().filter(|&p| p != victim).collect();
+                    victims.push(others[rng.gen_range(0..others.len())]);
+                }
                 let net = cluster.net.as_ref().expect("netns");
-                net.isolate(victim);
-                *faults
-                    .entry(if Some(victim) == leader {
-                        "partition: leader isolated"
-                    } else {
-                        "partition: peer isolated"
-                    })
-                    .or_default() += 1;
+                for &v in &victims {
+                    net.isolate(v);
+                }
+                let kind = match (victims.len(), victims.contains(&leader.unwrap_or(0))) {
+                    (1, true) => "partition: leader isolated",
+                    (1, false) => "partition: peer isolated",
+                    (_, true) => "partition: leader + 1 isolated",
+                    (_, false) => "partition: 2 peers isolated",
+                };
+                *faults.entry(kind).or_default() += 1;
                 tokio::time::sleep(Duration::from_millis(rng.gen_range(2000..7000))).await;
-                net.heal(victim);
+                for &v in &victims {
+                    net.heal(v);
+                }
             }
             0 | 1 => {
                 // kill -9 one peer (the leader half of the time), restart it later.
@@ -186,10 +229,23 @@ async fn jepsen_lite() {
             cluster.start_peer(id);
         }
     }
-    cluster.wait_leader().await;
+    let leader = cluster.wait_leader().await;
+    let paused = wait_until("the cron schedule to pause", Duration::from_secs(60), || async {
+        let view: Option<serde_json::Value> =
+            cluster.client(leader).post_json("schedules/cron/pause", &()).await.ok();
+        view
+    })
+    .await;
+    let fired = paused["fired"].as_u64().unwrap_or(0);
     let log = Arc::try_unwrap(log).ok().expect("clients done").into_inner().expect("log");
-    let ids: BTreeSet<String> = log.acked.values().flatten().cloned().collect();
     let observer = cluster.client(1);
+    let cron_query = [("name", "cron".to_string()), ("limit", "10000".to_string())];
+    let cron_jobs = wait_until("cron history", Duration::from_secs(60), || async {
+        observer.history(&cron_query).await.ok()
+    })
+    .await;
+    let mut ids: BTreeSet<String> = log.acked.values().flatten().cloned().collect();
+    ids.extend(cron_jobs.iter().map(|j| j.id.clone()));
     let states = wait_until("every acknowledged job to end", Duration::from_secs(180), || async {
         let mut states = BTreeMap::new();
         for id in &ids {
@@ -286,6 +342,63 @@ async fn jepsen_lite() {
                 .push(format!("peer {node}: {max} at once: {detail:?}"));
         }
     }
+    // Cron: one job per second between the first and the last tick, and no
+    // tick executed by two different jobs.
+    let mut tick_jobs: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    let mut cron_fire_lateness = 0;
+    for job in &cron_jobs {
+        let tick = job
+            .dedup_key
+            .strip_prefix("cron@")
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp());
+        if let (Some(t), Ok(submitted)) = (tick, chrono::DateTime::parse_from_rfc3339(&job.submitted_at)) {
+            cron_fire_lateness = cron_fire_lateness.max(submitted.timestamp() - t);
+        }
+        match tick {
+            Some(t) => tick_jobs.entry(t).or_default().push(job.id.clone()),
+            None => violations.entry("cron job without a tick key").or_default().push(job.dedup_key.clone()),
+        }
+    }
+    let mut cron_lateness = 0;
+    if let (Some(first), Some(last)) = (tick_jobs.keys().next().copied(), tick_jobs.keys().last().copied()) {
+        for tick in first..=last {
+            match tick_jobs.get(&tick).map(Vec::len) {
+                None => violations.entry("cron tick missed").or_default().push(tick.to_string()),
+                Some(1) => {}
+                Some(_) => violations
+                    .entry("cron tick fired twice")
+                    .or_default()
+                    .push(format!("{tick}: {:?}", tick_jobs[&tick])),
+            }
+        }
+    }
+    let mut executed: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
+    for line in std::fs::read_to_string(&cron_record).unwrap_or_default().lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let (Some(tick), Some(job), Some(start)) = (
+            f.first().and_then(|t| t.parse::<i64>().ok()),
+            f.get(1),
+            f.get(2).and_then(|t| t.parse::<i64>().ok()),
+        ) {
+            executed.entry(tick).or_default().insert(job.to_string());
+            cron_lateness = cron_lateness.max(start - tick);
+        }
+    }
+    for (tick, jobs) in &executed {
+        if jobs.len() > 1 {
+            violations
+                .entry("cron tick fired twice")
+                .or_default()
+                .push(format!("{tick} ran as jobs {jobs:?}"));
+        }
+    }
+    if tick_jobs.len() < (seconds as usize) / 2 {
+        violations
+            .entry("cron tick missed")
+            .or_default()
+            .push(format!("only {} ticks in {seconds} s", tick_jobs.len()));
+    }
     let succeeded = states.values().filter(|s| **s == sgnode::queue::JobState::Succeeded).count();
 
     println!("\n| jepsen-lite (seed {seed}, {seconds}s) | count |\n| --- | --- |");
@@ -295,6 +408,10 @@ async fn jepsen_lite() {
     println!("| jobs succeeded / terminal | {succeeded} / {} |", states.len());
     println!("| attempts recorded | {} |", spans.len());
     println!("| reruns after a lost worker's unreported run | {reruns_after_loss} |");
+    println!("| cron ticks fired (one job each) / recorded by the funnel | {} / {fired} |", tick_jobs.len());
+    println!(
+        "| cron: latest fire (submit) / start after its tick | {cron_fire_lateness} s / {cron_lateness} s |"
+    );
     for (kind, n) in &faults {
         println!("| fault: {kind} | {n} |");
     }
@@ -304,6 +421,9 @@ async fn jepsen_lite() {
         "job completed twice",
         "attempts overlapped",
         "peer over capacity",
+        "cron tick missed",
+        "cron tick fired twice",
+        "cron job without a tick key",
     ];
     for kind in kinds {
         println!("| violations: {kind} | {} |", violations.get(kind).map_or(0, Vec::len));
