@@ -22,9 +22,10 @@ from kazoo.recipe.queue import LockingQueue
 
 
 def connect(hosts, i):
-    # Each client talks to one server, spread like sgnode's clients.
-    host = hosts[i % len(hosts)]
-    zk = KazooClient(hosts=host, timeout=10.0)
+    # Each client prefers one server, spread like sgnode's clients, and
+    # knows the others so it can fail over when that server dies.
+    ordered = hosts[i % len(hosts):] + hosts[: i % len(hosts)]
+    zk = KazooClient(hosts=",".join(ordered), timeout=6.0, randomize_hosts=False)
     zk.start(timeout=30)
     return zk
 
