@@ -3,7 +3,7 @@
 # machine and disk, in one run. Writes bench/RESULTS.md, bench/latency-cdf.png
 # and prints a last `summary:` line.
 #
-#   bench/run.sh [--quick]
+#   bench/run.sh [--quick]          (BENCH_NOTE="..." adds a line to RESULTS.md)
 #
 # Installs what it needs (Debian: zookeeper, gnuplot-nox, python3-venv; PyPI:
 # kazoo in a venv under target/), starts a 3-server ZooKeeper ensemble and a
@@ -139,16 +139,18 @@ zk_leader=""
 for i in 1 2 3; do [[ "$(zk_mode $i)" == leader ]] && zk_leader=$i; done
 ("$py" bench/zk_funnel.py submit --hosts "$zk_hosts" --jobs 100000000 --clients 4 \
   --duration "$FAILOVER" >"$work/zk-failover.json") &
+load=$!
 sleep $((FAILOVER / 3))
 [[ -n $zk_leader ]] && kill -9 "${zk_pids[$((zk_leader - 1))]}"
-wait
+wait $load
 zk_fail=$(cat "$work/zk-failover.json")
 sg_leader=$(curl -s http://127.0.0.1:27301/api/v1/local | "$py" -c 'import json,sys; print(json.load(sys.stdin)["leader"])')
 ("$sg" bench submit --url "$sg_urls" --clients 4 --jobs 100000000 --duration "${FAILOVER}s" \
   --json >"$work/sg-failover.json") &
+load=$!
 sleep $((FAILOVER / 3))
 kill -9 "$(cat "$SGNODE_HOME/peer$sg_leader.pid")"
-wait
+wait $load
 sg_fail=$(cat "$work/sg-failover.json")
 echo "zookeeper (leader $zk_leader killed): $zk_fail"; echo "sgnode (leader $sg_leader killed): $sg_fail"
 
@@ -191,6 +193,8 @@ ZooKeeper side: kazoo recipes as in the original design (dedup znode via \`creat
 
 Latency CDFs: ![submit latency CDF](latency-cdf.png)
 
+${BENCH_NOTE:+Conditions: $BENCH_NOTE
+}
 sgnode's drain figure counts running the job (a process spawned per job and its start and finish
 recorded through Raft); ZooKeeper's counts only taking an item off the queue.
 EOF
