@@ -30,14 +30,43 @@ pub struct SubmitBench {
     /// Jobs per request (1 = single submits via POST /jobs).
     #[arg(long, default_value_t = 1)]
     pub batch: u64,
+    /// Percent of submits that reuse the previous job's dedup key (they
+    /// should come back as duplicates).
+    #[arg(long, default_value_t = 0)]
+    pub dup_percent: u64,
+    /// Stop after this long even if jobs remain (e.g. for a failover run).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Write every request latency (ms, one per line) to this file.
+    #[arg(long)]
+    pub latencies: Option<std::path::PathBuf>,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Default)]
 struct ClientReport {
     latencies: Vec<Duration>,
+    /// When each successful request completed, since the start.
+    successes: Vec<Duration>,
     acked: u64,
+    duplicates: u64,
     errors: u64,
     last_error: Option<String>,
+}
+
+/// Longest stretch without a successful request: the failover gap when a
+/// leader is killed mid-run.
+fn longest_gap(mut successes: Vec<Duration>, elapsed: Duration) -> Duration {
+    successes.sort_unstable();
+    let mut previous = Duration::ZERO;
+    let mut gap = Duration::ZERO;
+    for t in successes.into_iter().chain(std::iter::once(elapsed)) {
+        gap = gap.max(t.saturating_sub(previous));
+        previous = t;
+    }
+    gap
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -66,37 +95,55 @@ impl SubmitBench {
         let run_id: u32 = rand::random();
         let next = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
+        let deadline = self.duration.map(|d| started + d);
         let mut handles = Vec::new();
         for c in 0..self.clients {
-            let client = Client::new(&urls[c % urls.len()], self.token.clone());
+            // A short timeout, so a request stuck on a killed peer counts as
+            // failed and the client moves on.
+            let client =
+                Client::with_timeout(&urls[c % urls.len()], self.token.clone(), Duration::from_secs(2));
             let next = next.clone();
-            let (total, batch) = (self.jobs, self.batch);
+            let (total, batch, dup_percent) = (self.jobs, self.batch, self.dup_percent.min(100));
             handles.push(tokio::spawn(async move {
                 let mut report = ClientReport::default();
                 loop {
                     let first = next.fetch_add(batch, Ordering::Relaxed);
-                    if first >= total {
+                    if first >= total || deadline.is_some_and(|d| Instant::now() >= d) {
                         return report;
                     }
                     let jobs: Vec<SubmitRequest> = (first..(first + batch).min(total))
-                        .map(|i| SubmitRequest {
-                            dedup_key: Some(format!("bench-{run_id:08x}-{i}")),
-                            ..SubmitRequest::new("bench", vec!["true".into()])
+                        .map(|i| {
+                            // Every (100/dup)th job repeats its predecessor's key.
+                            let dup = dup_percent > 0 && i > 0 && (i * dup_percent) % 100 < dup_percent;
+                            let key = if dup { i - 1 } else { i };
+                            SubmitRequest {
+                                dedup_key: Some(format!("bench-{run_id:08x}-{key}")),
+                                ..SubmitRequest::new("bench", vec!["true".into()])
+                            }
                         })
                         .collect();
                     let t = Instant::now();
                     let result = if jobs.len() == 1 {
-                        client.submit(&jobs[0], rand::random()).await.map(|_| 1)
+                        client.submit(&jobs[0], rand::random()).await.map(|r| (1, u64::from(r.duplicate)))
                     } else {
                         let request = BatchSubmitRequest { jobs };
                         client.submit_batch(&request, rand::random()).await.map(|r| {
-                            r.results.iter().filter(|i| matches!(i, BatchItem::Ok(_))).count() as u64
+                            let ok =
+                                r.results.iter().filter(|i| matches!(i, BatchItem::Ok(_))).count() as u64;
+                            let dups = r
+                                .results
+                                .iter()
+                                .filter(|i| matches!(i, BatchItem::Ok(o) if o.duplicate))
+                                .count();
+                            (ok, dups as u64)
                         })
                     };
                     report.latencies.push(t.elapsed());
                     match result {
-                        Ok(n) => {
+                        Ok((n, dups)) => {
+                            report.successes.push(started.elapsed());
                             report.acked += n;
+                            report.duplicates += dups;
                             report.errors += (first + batch).min(total) - first - n;
                         }
                         Err(e) => {
@@ -108,20 +155,43 @@ impl SubmitBench {
             }));
         }
         let mut latencies = Vec::new();
-        let (mut acked, mut errors, mut last_error) = (0, 0, None);
+        let mut successes = Vec::new();
+        let (mut acked, mut duplicates, mut errors, mut last_error) = (0, 0, 0, None);
         for handle in handles {
             let report = handle.await?;
             latencies.extend(report.latencies);
+            successes.extend(report.successes);
             acked += report.acked;
+            duplicates += report.duplicates;
             errors += report.errors;
             last_error = report.last_error.or(last_error);
         }
         let elapsed = started.elapsed();
         latencies.sort_unstable();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let gap = longest_gap(successes, elapsed);
+        if let Some(path) = &self.latencies {
+            let text: String = latencies.iter().map(|l| format!("{:.3}\n", ms(*l))).collect();
+            std::fs::write(path, text)?;
+        }
+        if self.json {
+            let summary = serde_json::json!({
+                "acked": acked,
+                "duplicates": duplicates,
+                "errors": errors,
+                "elapsed_s": elapsed.as_secs_f64(),
+                "jobs_per_s": acked as f64 / elapsed.as_secs_f64(),
+                "p50_ms": ms(percentile(&latencies, 50.0)),
+                "p99_ms": ms(percentile(&latencies, 99.0)),
+                "longest_gap_s": gap.as_secs_f64(),
+            });
+            println!("{summary}");
+            return Ok(());
+        }
         println!("peers:       {}", urls.join(","));
         println!("clients:     {}  batch: {}  jobs: {}", self.clients, self.batch, self.jobs);
-        println!("acked:       {acked}  errors: {errors}");
+        println!("acked:       {acked} ({duplicates} duplicates)  errors: {errors}");
+        println!("longest gap: {:.2} s without a successful request", gap.as_secs_f64());
         println!("elapsed:     {:.2} s", elapsed.as_secs_f64());
         println!("jobs/s:      {:.0}", acked as f64 / elapsed.as_secs_f64());
         println!("requests/s:  {:.0}", latencies.len() as f64 / elapsed.as_secs_f64());
@@ -158,6 +228,13 @@ pub struct RunBench {
     /// (light-load latency) instead of all at once (throughput).
     #[arg(long)]
     pub sequential: bool,
+    /// Queue every job with placement paused, then resume and time the
+    /// drain (resume to last job finished, client clock).
+    #[arg(long, conflicts_with = "sequential")]
+    pub drain: bool,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_ms(rfc3339: &str) -> Option<u128> {
@@ -201,12 +278,19 @@ impl RunBench {
                 }
             }
         } else {
+            if self.drain {
+                client.set_paused(true).await?;
+            }
             let mut i = 0;
             while i < self.jobs {
                 let jobs: Vec<SubmitRequest> = (i..(i + self.batch).min(self.jobs)).map(job).collect();
                 i += jobs.len() as u64;
                 client.submit_batch(&BatchSubmitRequest { jobs }, rand::random()).await?;
             }
+        }
+        let resumed = Instant::now();
+        if self.drain {
+            client.set_paused(false).await?;
         }
         let deadline = Instant::now() + Duration::from_secs(600);
         let finished: Vec<JobView> = loop {
@@ -229,9 +313,10 @@ impl RunBench {
                 break all;
             }
             anyhow::ensure!(Instant::now() < deadline, "jobs did not finish within 10 minutes");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let elapsed = started.elapsed();
+        let drained = resumed.elapsed();
         let mut latencies = Vec::new();
         let (mut first_submit, mut last_start) = (u128::MAX, 0u128);
         for j in &finished {
@@ -245,6 +330,25 @@ impl RunBench {
         latencies.sort_unstable();
         let succeeded = finished.iter().filter(|j| j.state == crate::queue::JobState::Succeeded).count();
         let span_s = (last_start.saturating_sub(first_submit)).max(1) as f64 / 1000.0;
+        if self.json {
+            let summary = serde_json::json!({
+                "jobs": self.jobs,
+                "succeeded": succeeded,
+                "wall_s": elapsed.as_secs_f64(),
+                "started_per_s": latencies.len() as f64 / span_s,
+                "drained_per_s": if self.drain { Some(self.jobs as f64 / drained.as_secs_f64()) } else { None },
+                "start_p50_ms": percentile(&latencies, 50.0).as_millis() as u64,
+                "start_p99_ms": percentile(&latencies, 99.0).as_millis() as u64,
+            });
+            println!("{summary}");
+            return Ok(());
+        }
+        if self.drain {
+            println!(
+                "drained/s:         {:.0} (resume to all finished)",
+                self.jobs as f64 / drained.as_secs_f64()
+            );
+        }
         println!(
             "jobs:              {}  succeeded: {succeeded}  ({})",
             self.jobs,
