@@ -170,6 +170,10 @@ pub async fn run_worker(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) {
         let needs_registration = match (&registered, incarnation) {
             (_, None) => true,
             (None, Some(_)) => false, // our registration is not applied here yet
+            // An older incarnation (maybe marked lost) means our registration
+            // is not applied here yet: wait for it, or re-registering would
+            // orphan what the leader just placed on the new incarnation.
+            (Some((inc, _)), Some(mine)) if *inc < mine => false,
             (Some((inc, lost)), Some(mine)) => *lost || *inc > mine,
         };
         if needs_registration {
