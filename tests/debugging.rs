@@ -140,6 +140,7 @@ async fn logs_follow_streams_live_from_a_peer_that_does_not_run_the_job() {
     cluster.wait_leader().await;
     let job = shell("ticker", "i=0; while [ $i -lt 20 ]; do echo line $i; i=$((i+1)); sleep 0.2; done");
     let id = cluster.client(1).submit(&job, 1).await.expect("submit").id;
+    let cluster = &cluster;
     let worker = wait_until("the job to run", Duration::from_secs(20), || {
         let id = id.clone();
         async move {
