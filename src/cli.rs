@@ -318,7 +318,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         CliCommand::Logs { conn, id, attempt, follow } => {
-            let (source, mut response) = conn.client()?.logs_stream(&id, attempt, follow).await.map_err(Exit)?;
+            let (source, mut response) =
+                conn.client()?.logs_stream(&id, attempt, follow).await.map_err(Exit)?;
             if source == "tail" {
                 eprintln!("(the worker that ran it does not answer: showing the last 64 KiB kept in the job record)");
             }

@@ -220,7 +220,8 @@ impl Client {
     /// worker of a running attempt cannot be reached.
     pub async fn logs(&self, id: &str, attempt: Option<u32>) -> Result<(String, String), ClientError> {
         let (source, response) = self.logs_stream(id, attempt, false).await?;
-        let bytes = response.bytes().await.map_err(|source| ClientError::Http { url: self.url("jobs"), source })?;
+        let bytes =
+            response.bytes().await.map_err(|source| ClientError::Http { url: self.url("jobs"), source })?;
         Ok((source, String::from_utf8_lossy(&bytes).into_owned()))
     }
 

@@ -90,7 +90,13 @@ impl Observed {
     /// Counts what one applied entry did. `next_id_before` is the funnel's
     /// next job id before the entry: a submit outcome naming an id at or
     /// above it created that job (an idempotent retry names an older one).
-    pub fn observe(&mut self, next_id_before: JobId, commands: &[Command], outcomes: &[Outcome], funnel: &Funnel) {
+    pub fn observe(
+        &mut self,
+        next_id_before: JobId,
+        commands: &[Command],
+        outcomes: &[Outcome],
+        funnel: &Funnel,
+    ) {
         for (command, outcome) in commands.iter().zip(outcomes) {
             match (command, outcome) {
                 (Command::Submit { .. }, Outcome::Submitted { id, duplicate, .. })
@@ -228,6 +234,9 @@ mod tests {
     fn metrics_text_escapes_labels_and_help() {
         let mut w = TextWriter::new();
         w.family("x_total", Kind::Counter, "a \\ b\nc").sample("x_total", &[("l", "q\"\\\n")], 2.0);
-        assert_eq!(w.finish(), "# HELP x_total a \\\\ b\\nc\n# TYPE x_total counter\nx_total{l=\"q\\\"\\\\\\n\"} 2\n");
+        assert_eq!(
+            w.finish(),
+            "# HELP x_total a \\\\ b\\nc\n# TYPE x_total counter\nx_total{l=\"q\\\"\\\\\\n\"} 2\n"
+        );
     }
 }

@@ -83,7 +83,8 @@ async fn metrics_parse_and_count_jobs_on_every_peer() {
         };
         ids.push(cluster.client(1 + i % 3).submit(&job, i as u128 + 1).await.expect("submit").id);
     }
-    let dup = SubmitRequest { dedup_key: Some("m0".into()), ..SubmitRequest::new("again", vec!["true".into()]) };
+    let dup =
+        SubmitRequest { dedup_key: Some("m0".into()), ..SubmitRequest::new("again", vec!["true".into()]) };
     assert!(cluster.client(3).submit(&dup, 100).await.expect("duplicate").duplicate);
     let huge = SubmitRequest { slots: Some(1000), ..SubmitRequest::new("huge", vec!["true".into()]) };
     let refused = cluster.client(2).submit(&huge, 101).await.expect_err("unschedulable");
@@ -99,7 +100,8 @@ async fn metrics_parse_and_count_jobs_on_every_peer() {
             let url = url.clone();
             async move {
                 let (_, s) = fetch_metrics(&url).await;
-                (value(&s, "sgnode_attempts_finished_total", Some(("outcome", "succeeded"))) == 5.0).then_some(s)
+                (value(&s, "sgnode_attempts_finished_total", Some(("outcome", "succeeded"))) == 5.0)
+                    .then_some(s)
             }
         })
         .await;
@@ -127,10 +129,7 @@ async fn metrics_parse_and_count_jobs_on_every_peer() {
         assert!(value(&scrape, "sgnode_raft_applied_index", None) > 0.0);
         assert_eq!(value(&scrape, "sgnode_node_slots", Some(("node", "1"))), 2.0);
         assert_eq!(value(&scrape, "sgnode_node_slots_used", Some(("node", "3"))), 0.0);
-        assert_eq!(
-            value(&scrape, "sgnode_raft_is_leader", None),
-            if peer == leader { 1.0 } else { 0.0 }
-        );
+        assert_eq!(value(&scrape, "sgnode_raft_is_leader", None), if peer == leader { 1.0 } else { 0.0 });
     }
 }
 
@@ -190,7 +189,7 @@ async fn logs_follow_streams_live_from_a_peer_that_does_not_run_the_job() {
     let rest: Vec<String> = rx.try_iter().collect();
     let expected: Vec<String> = (1..20).map(|i| format!("line {i}")).collect();
     assert_eq!(rest, expected, "every line once, in order");
-    let ended = wait_terminal(&cluster, via, &id, Duration::from_secs(5)).await;
+    let ended = wait_terminal(cluster, via, &id, Duration::from_secs(5)).await;
     assert_eq!(ended.state, JobState::Succeeded);
     assert_eq!(ended.attempts.last().map(|a| a.node), Some(worker));
 }
@@ -279,7 +278,13 @@ async fn dashboard_shows_cluster_jobs_and_logs_in_headless_chromium() {
     let shot = dir.join("dashboard.png");
     tokio::task::spawn_blocking({
         let (dir, base, shot) = (dir.clone(), base.clone(), shot.clone());
-        move || chromium(&dir, &format!("{base}/"), &[&format!("--screenshot={}", shot.display()), "--window-size=1400,900"])
+        move || {
+            chromium(
+                &dir,
+                &format!("{base}/"),
+                &[&format!("--screenshot={}", shot.display()), "--window-size=1400,900"],
+            )
+        }
     })
     .await
     .expect("chromium task");
@@ -294,7 +299,12 @@ fn page_ids(jobs: &[JobView]) -> Vec<u64> {
 }
 
 /// Pages through `GET /api/v1/jobs` with `filters`, `limit` at a time.
-async fn all_pages(cluster: &TestCluster, via: u64, filters: &[(&str, String)], limit: usize) -> Vec<JobView> {
+async fn all_pages(
+    cluster: &TestCluster,
+    via: u64,
+    filters: &[(&str, String)],
+    limit: usize,
+) -> Vec<JobView> {
     let mut out: Vec<JobView> = Vec::new();
     loop {
         let mut query: Vec<(&str, String)> = filters.to_vec();
@@ -322,7 +332,12 @@ async fn history_filters_page_every_job_exactly_once() {
     cluster.wait_leader().await;
     // A few jobs that run, to filter by node.
     let ran = BatchSubmitRequest {
-        jobs: (0..30).map(|i| SubmitRequest { dedup_key: Some(format!("r{i}")), ..SubmitRequest::new("ran", vec!["true".into()]) }).collect(),
+        jobs: (0..30)
+            .map(|i| SubmitRequest {
+                dedup_key: Some(format!("r{i}")),
+                ..SubmitRequest::new("ran", vec!["true".into()])
+            })
+            .collect(),
     };
     let ran_ids = ids(&cluster.client(1).submit_batch(&ran, 1).await.expect("batch"));
     for id in &ran_ids {
@@ -373,13 +388,13 @@ async fn history_filters_page_every_job_exactly_once() {
     }
     assert_eq!(seen, ran_ids.into_iter().collect::<BTreeSet<_>>());
 
-    let (code, _, err) = cli(
-        &["history", "--url", &cluster.url(1), "--since", "yesterday"],
+    let (code, _, err) =
+        cli(&["history", "--url", &cluster.url(1), "--since", "yesterday"], cluster.dir.path());
+    assert_eq!(code, 2, "bad --since is an invalid request: {err}");
+    let (code, out, _) = cli(
+        &["history", "--url", &cluster.url(1), "--node", "1", "--json", "--limit", "100"],
         cluster.dir.path(),
     );
-    assert_eq!(code, 2, "bad --since is an invalid request: {err}");
-    let (code, out, _) =
-        cli(&["history", "--url", &cluster.url(1), "--node", "1", "--json", "--limit", "100"], cluster.dir.path());
     assert_eq!(code, 0);
     let listed: Vec<JobView> = serde_json::from_str(&out).expect("history --json");
     assert!(listed.iter().all(|j| j.attempts.iter().any(|a| a.node == 1)));

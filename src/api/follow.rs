@@ -112,8 +112,13 @@ pub async fn open(
         return Some(text("file", warp::hyper::Body::wrap_stream(chunks)));
     }
     let url = format!("http://{}/api/v1/jobs/{job}/logs?attempt={attempt}&local=1&follow=1", node_addr?);
-    // Bounded wait for the head; the body then streams for as long as the
-    // worker keeps it open.
+    proxy(peer, url).await
+}
+
+/// Streams another peer's log answer through: a bounded wait for its head,
+/// then the body for as long as that peer keeps it open. None when the
+/// peer does not answer in time or answers with an error.
+pub(super) async fn proxy(peer: &Peer, url: String) -> Option<Response> {
     let fetched = tokio::time::timeout(Duration::from_secs(5), peer.http.get(url).send()).await;
     match fetched {
         Ok(Ok(r)) if r.status().is_success() => {

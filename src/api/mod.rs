@@ -351,14 +351,9 @@ async fn logs(
     } else if local_only {
         return Err(ApiError::NotFound(format!("job {id} attempt {number} did not run on peer {}", peer.id)));
     } else if let Some(addr) = node_addr {
-        // Bounded wait for the answer's head; the body is then streamed
-        // through, however long the log is.
         let url = format!("http://{addr}/api/v1/jobs/{id}/logs?attempt={number}&local=1");
-        let fetched = tokio::time::timeout(Duration::from_secs(5), peer.http.get(url).send()).await;
-        if let Ok(Ok(r)) = fetched {
-            if r.status().is_success() {
-                return Ok(text("peer", warp::hyper::Body::wrap_stream(r.bytes_stream())));
-            }
+        if let Some(response) = follow::proxy(&peer, url).await {
+            return Ok(response);
         }
     }
     match tail {
@@ -582,8 +577,10 @@ pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Inf
         .and(with_peer(peer.clone()))
         .map(|p: Arc<Peer>| digest(&p));
     let dispatch_routes = dispatch::routes(peer.clone());
-    let metrics_route =
-        warp::path!("metrics").and(warp::get()).and(with_peer(peer.clone())).map(|p: Arc<Peer>| metrics::response(&p));
+    let metrics_route = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_peer(peer.clone()))
+        .map(|p: Arc<Peer>| metrics::response(&p));
     let raft_route = warp::path!("raft" / String)
         .and(warp::post())
         .and(with_peer(peer))

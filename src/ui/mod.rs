@@ -31,9 +31,9 @@ fn asset(body: &'static str, content_type: &'static str) -> warp::reply::Respons
 /// `GET /`, `GET /ui/app.js`, `GET /ui/style.css`.
 pub fn routes() -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     let index = warp::path::end().and(warp::get()).map(|| asset(INDEX_HTML, "text/html; charset=utf-8"));
-    let js = warp::path!("ui" / "app.js")
-        .and(warp::get())
-        .map(|| asset(APP_JS, "text/javascript; charset=utf-8"));
-    let css = warp::path!("ui" / "style.css").and(warp::get()).map(|| asset(STYLE_CSS, "text/css; charset=utf-8"));
+    let js =
+        warp::path!("ui" / "app.js").and(warp::get()).map(|| asset(APP_JS, "text/javascript; charset=utf-8"));
+    let css =
+        warp::path!("ui" / "style.css").and(warp::get()).map(|| asset(STYLE_CSS, "text/css; charset=utf-8"));
     index.or(js).unify().or(css).unify()
 }
