@@ -110,6 +110,15 @@ pub enum CliCommand {
         /// Only jobs with this dedup key.
         #[arg(long)]
         dedup_key: Option<String>,
+        /// Only jobs that had an attempt on this peer.
+        #[arg(long)]
+        node: Option<u64>,
+        /// Only jobs submitted at or after this time (RFC 3339 or ms since the epoch).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only jobs submitted before this time (RFC 3339 or ms since the epoch).
+        #[arg(long)]
+        until: Option<String>,
         /// Only jobs older than this id (next page).
         #[arg(long)]
         before: Option<u64>,
@@ -126,6 +135,9 @@ pub enum CliCommand {
         /// Attempt number [default: the latest].
         #[arg(long)]
         attempt: Option<u32>,
+        /// Keep printing the output as the attempt writes it, until it ends.
+        #[arg(long, short)]
+        follow: bool,
     },
     /// Cancel a job: dequeue it, or kill it if it runs.
     Cancel {
@@ -319,12 +331,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_job(&job);
             Ok(())
         }
-        CliCommand::History { conn, name, state, dedup_key, before, limit } => {
+        CliCommand::History { conn, name, state, dedup_key, node, since, until, before, limit } => {
             let mut query = vec![("limit", limit.to_string())];
             let optional = [
                 ("name", name),
                 ("state", state),
                 ("dedup_key", dedup_key),
+                ("node", node.map(|n| n.to_string())),
+                ("since", since),
+                ("until", until),
                 ("before", before.map(|b| b.to_string())),
             ];
             query.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
@@ -335,12 +350,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_history(&jobs);
             Ok(())
         }
-        CliCommand::Logs { conn, id, attempt } => {
-            let (source, text) = conn.client()?.logs(&id, attempt).await.map_err(Exit)?;
+        CliCommand::Logs { conn, id, attempt, follow } => {
+            let (source, mut response) =
+                conn.client()?.logs_stream(&id, attempt, follow).await.map_err(Exit)?;
             if source == "tail" {
                 eprintln!("(the worker that ran it does not answer: showing the last 64 KiB kept in the job record)");
             }
-            print!("{text}");
+            use std::io::Write as _;
+            while let Some(chunk) = response.chunk().await.context("reading the log")? {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&chunk)?;
+                out.flush()?;
+            }
             Ok(())
         }
         CliCommand::Cancel { conn, id } => {

@@ -221,10 +221,31 @@ impl Client {
     /// `not_found` for an unknown job or attempt; `unavailable` while the
     /// worker of a running attempt cannot be reached.
     pub async fn logs(&self, id: &str, attempt: Option<u32>) -> Result<(String, String), ClientError> {
+        let (source, response) = self.logs_stream(id, attempt, false).await?;
+        let bytes =
+            response.bytes().await.map_err(|source| ClientError::Http { url: self.url("jobs"), source })?;
+        Ok((source, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// The log response with its source, body not read yet. With `follow`
+    /// the body stays open and grows while the attempt runs (no time limit
+    /// on the body; read it with `chunk()`).
+    ///
+    /// # Errors
+    /// As [`Client::logs`].
+    pub async fn logs_stream(
+        &self,
+        id: &str,
+        attempt: Option<u32>,
+        follow: bool,
+    ) -> Result<(String, reqwest::Response), ClientError> {
         let url = self.url(&format!("jobs/{id}/logs"));
         let mut request = self.http.get(&url);
         if let Some(a) = attempt {
             request = request.query(&[("attempt", a)]);
+        }
+        if follow {
+            request = request.query(&[("follow", "1")]).timeout(crate::api::follow::MAX_FOLLOW);
         }
         let response = request.send().await.map_err(|source| transport_error(&url, source))?;
         let status = response.status();
@@ -234,11 +255,11 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("file")
             .to_string();
+        if status.is_success() {
+            return Ok((source, response));
+        }
         let bytes =
             response.bytes().await.map_err(|source| ClientError::Http { url: url.clone(), source })?;
-        if status.is_success() {
-            return Ok((source, String::from_utf8_lossy(&bytes).into_owned()));
-        }
         let envelope: Option<ErrorEnvelope> = serde_json::from_slice(&bytes).ok();
         Err(ClientError::Api {
             status: status.as_u16(),

@@ -13,6 +13,8 @@
 //! - [`runner`]: execution on each worker: process runner, shell runner,
 //!   worker loop with lease and heartbeats, fencing guard.
 //! - [`api`]: the HTTP surface: client API, Raft RPCs, errors.
+//! - [`metrics`]: counters fed by the apply path, Prometheus text format.
+//! - [`ui`]: the web dashboard, assets embedded in the binary.
 //! - [`client`]: typed HTTP client used by the CLI and the benchmark.
 //! - [`cli`]: the `sgnode` command line (the only place `anyhow` is used).
 //! - [`mod@bench`]: load generators behind `sgnode bench`.
@@ -24,7 +26,9 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dispatch;
+pub mod metrics;
 pub mod node;
 pub mod queue;
 pub mod raft;
 pub mod runner;
+pub mod ui;

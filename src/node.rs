@@ -533,6 +533,11 @@ impl Peer {
         }
     }
 
+    /// Whether shutdown has begun: long-lived responses (log follows) end.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// Flushes storage; called last on shutdown.
     pub async fn flush(&self) {
         if let Err(e) = self.store.flush().await {

@@ -10,6 +10,8 @@
 pub mod artifacts;
 pub mod dispatch;
 pub mod error;
+pub mod follow;
+pub mod metrics;
 pub mod views;
 
 use std::collections::BTreeMap;
@@ -204,6 +206,21 @@ fn job_status(peer: &Peer, raw_id: &str) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, &JobView::from(job)))
 }
 
+/// A history time bound: RFC 3339 (any offset) or milliseconds since the epoch.
+fn parse_time(field: &str, raw: &str) -> Result<crate::queue::Millis, ApiError> {
+    if let Ok(ms) = raw.parse::<crate::queue::Millis>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .ok()
+        .and_then(|t| crate::queue::Millis::try_from(t.timestamp_millis()).ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "query `{field}` must be RFC 3339 (2026-12-04T10:00:00Z) or milliseconds since the epoch, got {raw:?}"
+            ))
+        })
+}
+
 fn history(peer: &Peer, params: BTreeMap<String, String>) -> Result<Response, ApiError> {
     let mut query = HistoryQuery { limit: 50, ..HistoryQuery::default() };
     for (key, value) in params {
@@ -224,9 +241,17 @@ fn history(peer: &Peer, params: BTreeMap<String, String>) -> Result<Response, Ap
                     })?;
             }
             "before" => query.before = Some(parse_job_id(&value)?),
+            "node" => {
+                query.node = Some(value.parse().map_err(|_| {
+                    ApiError::BadRequest(format!("query `node` must be a peer id, got {value:?}"))
+                })?)
+            }
+            "since" => query.since = Some(parse_time("since", &value)?),
+            "until" => query.until = Some(parse_time("until", &value)?),
             other => {
                 return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{other}`; expected name, state, dedup_key, limit, before"
+                    "unknown query parameter `{other}`; expected name, state, dedup_key, node, since, until, \
+                     limit, before"
                 )))
             }
         }
@@ -277,6 +302,7 @@ async fn logs(
 ) -> Result<Response, ApiError> {
     let id = parse_job_id(&raw_id)?;
     let local_only = params.get("local").is_some_and(|v| v == "1" || v == "true");
+    let follow = params.get("follow").is_some_and(|v| v == "1" || v == "true");
     let wanted: Option<u32> = match params.get("attempt") {
         None => None,
         Some(a) => Some(
@@ -305,6 +331,11 @@ async fn logs(
         ((attempt.number, attempt.node), addr, tail)
     };
     let (number, node) = attempt;
+    if follow {
+        if let Some(response) = follow::open(&peer, id, number, node, node_addr.as_deref()).await {
+            return Ok(response);
+        }
+    }
     if node == peer.id {
         let path = crate::runner::worker::log_path(
             &peer.config.peer(peer.id).map(|p| p.data_dir.clone()).unwrap_or_default(),
@@ -321,14 +352,9 @@ async fn logs(
     } else if local_only {
         return Err(ApiError::NotFound(format!("job {id} attempt {number} did not run on peer {}", peer.id)));
     } else if let Some(addr) = node_addr {
-        // Bounded wait for the answer's head; the body is then streamed
-        // through, however long the log is.
         let url = format!("http://{addr}/api/v1/jobs/{id}/logs?attempt={number}&local=1");
-        let fetched = tokio::time::timeout(Duration::from_secs(5), peer.http.get(url).send()).await;
-        if let Ok(Ok(r)) = fetched {
-            if r.status().is_success() {
-                return Ok(text("peer", warp::hyper::Body::wrap_stream(r.bytes_stream())));
-            }
+        if let Some(response) = follow::proxy(&peer, url).await {
+            return Ok(response);
         }
     }
     match tail {
@@ -553,6 +579,10 @@ pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Inf
         .map(|p: Arc<Peer>| digest(&p));
     let artifact_routes = artifacts::routes(peer.clone());
     let dispatch_routes = dispatch::routes(peer.clone());
+    let metrics_route = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_peer(peer.clone()))
+        .map(|p: Arc<Peer>| metrics::response(&p));
     let raft_route = warp::path!("raft" / String)
         .and(warp::post())
         .and(with_peer(peer))
@@ -579,6 +609,10 @@ pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Inf
         .or(digest_route)
         .unify()
         .or(dispatch_routes)
+        .unify()
+        .or(metrics_route)
+        .unify()
+        .or(crate::ui::routes())
         .unify()
         .or(raft_route)
         .unify()

@@ -69,6 +69,12 @@ pub struct HistoryQuery {
     pub dedup_key: Option<String>,
     /// Only jobs with id < before (pagination cursor, newest first).
     pub before: Option<JobId>,
+    /// Only jobs with an attempt placed on this node.
+    pub node: Option<NodeId>,
+    /// Only jobs submitted at or after this time.
+    pub since: Option<Millis>,
+    /// Only jobs submitted before this time.
+    pub until: Option<Millis>,
     pub limit: usize,
 }
 
@@ -375,12 +381,18 @@ impl Funnel {
     }
 
     /// History, newest first, filtered; stops after `limit` matches.
+    ///
+    /// `submitted_at` never decreases with the id (the funnel's clock only
+    /// moves forward), so the scan stops at the first job older than `since`.
     pub fn history(&self, query: &HistoryQuery) -> Vec<&Job> {
         let upper = query.before.unwrap_or(JobId::MAX);
         self.jobs
             .range(..upper)
             .rev()
             .map(|(_, job)| job)
+            .take_while(|job| query.since.is_none_or(|s| job.submitted_at >= s))
+            .filter(|job| query.until.is_none_or(|u| job.submitted_at < u))
+            .filter(|job| query.node.is_none_or(|n| job.attempts.iter().any(|a| a.node == n)))
             .filter(|job| query.name.as_ref().is_none_or(|n| &job.spec.name == n))
             .filter(|job| query.state.is_none_or(|s| job.state == s))
             .filter(|job| query.dedup_key.as_ref().is_none_or(|k| &job.dedup_key == k))

@@ -61,6 +61,8 @@ pub struct SharedState {
     inner: Arc<RwLock<Applied>>,
     /// Bumped after every apply so waiters (e.g. "read your write") can wake.
     applied_tx: Arc<watch::Sender<u64>>,
+    /// Counters for `/metrics`, fed by `apply` (not state: they restart at 0).
+    observed: Arc<std::sync::Mutex<crate::metrics::Observed>>,
 }
 
 impl SharedState {
@@ -76,6 +78,11 @@ impl SharedState {
     /// A receiver that changes whenever the applied index moves.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied_tx.subscribe()
+    }
+
+    /// A copy of the apply-path counters.
+    pub fn observed(&self) -> crate::metrics::Observed {
+        self.observed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 }
 
@@ -141,6 +148,7 @@ impl StateMachine {
         let shared = SharedState {
             inner: Arc::new(RwLock::new(applied)),
             applied_tx: Arc::new(watch::channel(index).0),
+            observed: Arc::default(),
         };
         Ok(StateMachine { store, shared, snapshot_seq: 0 })
     }
@@ -215,7 +223,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 applied.last_applied = Some(entry.log_id);
                 match entry.payload {
                     EntryPayload::Blank => responses.push(Vec::new()),
-                    EntryPayload::Normal(proposal) => responses.push(applied.funnel.apply(&proposal)),
+                    EntryPayload::Normal(proposal) => {
+                        let next_id = applied.funnel.meta().next_id;
+                        let outcomes = applied.funnel.apply(&proposal);
+                        self.shared.observed.lock().unwrap_or_else(|p| p.into_inner()).observe(
+                            next_id,
+                            &proposal.commands,
+                            &outcomes,
+                            &applied.funnel,
+                        );
+                        responses.push(outcomes);
+                    }
                     EntryPayload::Membership(membership) => {
                         applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                         responses.push(Vec::new());
