@@ -12,6 +12,7 @@
 //! overlap = "forbid"             # allow | forbid | replace
 //! [schedule.job]
 //! command = ["report", "--day", "{{date-1d}}"]
+//! # or: artifact = "sg:sha256:..." and args = ["--day", "{{date-1d}}"]
 //! params = { region = "eu" }
 //! retries = 2
 //! timeout = "1h"
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::queue::{CatchUp, InducedDef, JobSpec, Overlap, ScheduleDef};
+use crate::queue::{ArtifactRef, CatchUp, InducedDef, JobSpec, Overlap, ScheduleDef};
 
 /// Why a schedule file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +49,17 @@ pub enum ScheduleFileError {
 pub struct JobTemplate {
     /// Defaults to the schedule's name.
     pub name: Option<String>,
+    /// Program and arguments; may be left out when `artifact` is given (the
+    /// archive's entry point runs).
+    #[serde(default)]
     pub command: Vec<String>,
+    /// `sg:sha256:HEX` from `sgnode artifact push`, or an http(s)/file URL.
+    pub artifact: Option<String>,
+    /// SHA-256 of a URL artifact (implied by an `sg:` reference).
+    pub sha256: Option<String>,
+    /// Arguments for the artifact's runner.
+    #[serde(default)]
+    pub args: Vec<String>,
     #[serde(default)]
     pub params: BTreeMap<String, String>,
     #[serde(default = "one")]
@@ -145,6 +156,8 @@ impl JobTemplate {
             priority: self.priority,
             retries: self.retries,
             timeout_ms: self.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            artifact: self.artifact.as_deref().map(|url| ArtifactRef::new(url, self.sha256.as_deref())),
+            args: self.args.clone(),
             ..JobSpec::new(
                 self.name.clone().unwrap_or_else(|| default_name.to_string()),
                 self.command.clone(),
@@ -232,6 +245,14 @@ command = ["join", "{{date}}"]
         assert_eq!(s.job.timeout_ms, Some(3_600_000));
         assert_eq!(s.misfire_grace_ms, 60_000);
         let i = &file.induced[0];
+        let art = ScheduleFile::parse(&format!(
+            "[[schedule]]\nname='a'\ncron='* * * * *'\n[schedule.job]\nartifact='sg:sha256:{}'\nargs=['{{{{date}}}}']\n",
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        let spec = &art.schedules[0].job;
+        assert_eq!(spec.artifact.as_ref().map(|a| a.sha256.clone()), Some("ab".repeat(32)));
+        assert!(spec.command.is_empty() && spec.args == vec!["{{date}}".to_string()]);
         assert_eq!(i.params, vec!["date".to_string()]);
         assert_eq!((i.lookback_days, i.timezone.as_str()), (3, "UTC"));
     }
