@@ -73,19 +73,7 @@ mod tests {
     }
 
     fn artifact_spec(url: &str, sha256: Option<&str>) -> JobSpec {
-        JobSpec {
-            name: "a".into(),
-            command: Vec::new(),
-            params: BTreeMap::new(),
-            dedup_key: None,
-            slots: 1,
-            mem_mb: 0,
-            priority: 0,
-            retries: 0,
-            timeout_ms: None,
-            artifact: Some(ArtifactRef::new(url, sha256)),
-            args: Vec::new(),
-        }
+        JobSpec { artifact: Some(ArtifactRef::new(url, sha256)), ..JobSpec::new("a", Vec::new()) }
     }
 
     #[test]

@@ -8,19 +8,7 @@ use super::*;
 const MINUTE: u64 = 60_000;
 
 fn spec(name: &str, key: Option<&str>) -> JobSpec {
-    JobSpec {
-        name: name.to_string(),
-        command: vec!["true".to_string()],
-        params: BTreeMap::new(),
-        dedup_key: key.map(str::to_string),
-        slots: 1,
-        mem_mb: 0,
-        priority: 0,
-        retries: 0,
-        timeout_ms: None,
-        artifact: None,
-        args: Vec::new(),
-    }
+    JobSpec { dedup_key: key.map(str::to_string), ..JobSpec::new(name, vec!["true".to_string()]) }
 }
 
 fn submit(funnel: &mut Funnel, now: Millis, spec: JobSpec) -> Outcome {
