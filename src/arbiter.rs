@@ -76,7 +76,11 @@ pub async fn run_arbiter(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) {
             .collect();
         first_seen.retain(|key, _| nodes.contains(key));
         for (id, incarnation) in nodes {
-            if peer.last_heartbeat(id, incarnation).is_some_and(|t| t.elapsed() < lease) {
+            // Heartbeats of removed peers are refused, but one heard just
+            // before the removal must not earn a new placement either.
+            if peer.last_heartbeat(id, incarnation).is_some_and(|t| t.elapsed() < lease)
+                && crate::members::is_member(&peer, id)
+            {
                 alive.insert(id);
             }
             let registered = *first_seen.entry((id, incarnation)).or_insert_with(Instant::now);

@@ -23,15 +23,153 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// Show voters and learners with their addresses.
+    List {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Add a running peer (started with `serve --id N --address ...`): it
+    /// joins as a learner, catches up, then becomes a voter.
+    Add {
+        #[command(flatten)]
+        conn: Connection,
+        /// The new peer's id.
+        #[arg(long)]
+        id: u64,
+        /// The new peer's URL or host:port.
+        #[arg(long = "peer-url")]
+        peer_url: String,
+        /// Keep it a non-voting learner (it still runs jobs and serves reads).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Make a learner a voter.
+    Promote {
+        #[command(flatten)]
+        conn: Connection,
+        id: u64,
+    },
+    /// Remove a peer (voter or learner); its running attempts are requeued
+    /// once its lease has lapsed.
+    Remove {
+        #[command(flatten)]
+        conn: Connection,
+        id: u64,
+    },
+}
+
+async fn members_command(which: MembersCommand) -> anyhow::Result<()> {
+    let (conn, view) = match which {
+        MembersCommand::List { conn } => {
+            let view = conn.client()?.members().await.map_err(Exit)?;
+            (conn, view)
+        }
+        MembersCommand::Add { conn, id, peer_url, learner } => {
+            let request = crate::members::AddMemberRequest { id, address: peer_url, voter: !learner };
+            let view = conn.client()?.add_member(&request).await.map_err(Exit)?;
+            (conn, view)
+        }
+        MembersCommand::Promote { conn, id } => {
+            let view = conn.client()?.promote_member(id).await.map_err(Exit)?;
+            (conn, view)
+        }
+        MembersCommand::Remove { conn, id } => {
+            let view = conn.client()?.remove_member(id).await.map_err(Exit)?;
+            (conn, view)
+        }
+    };
+    if conn.json {
+        return print_json(&view);
+    }
+    println!("{:<6} {:<8} ADDRESS", "ID", "ROLE");
+    for m in &view.members {
+        println!("{:<6} {:<8} {}", m.id, if m.voter { "voter" } else { "learner" }, m.address);
+    }
+    if !view.removed.is_empty() {
+        println!("removed: {:?}", view.removed);
+    }
+    if view.changing {
+        println!("(a membership change is still in progress)");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token and the `[[client_token]]` entry (with its
+    /// hash) to paste into cluster.toml on every peer.
+    New {
+        /// Who holds it (shown in errors instead of the token).
+        #[arg(long)]
+        name: String,
+        /// read, submit or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: crate::config::Role,
+    },
+    /// Print the SHA-256 of the token read from standard input.
+    Hash,
+}
+
+fn parse_role(raw: &str) -> Result<crate::config::Role, String> {
+    use crate::config::Role;
+    match raw {
+        "read" => Ok(Role::Read),
+        "submit" => Ok(Role::Submit),
+        "admin" => Ok(Role::Admin),
+        other => Err(format!("unknown role {other:?}; use read, submit or admin")),
+    }
+}
+
+fn token_command(which: TokenCommand) -> anyhow::Result<()> {
+    use crate::api::auth::token_hash_hex;
+    match which {
+        TokenCommand::New { name, role } => {
+            let token = format!("sg_{}", hex::encode(rand::random::<[u8; 24]>()));
+            println!("token: {token}");
+            println!();
+            println!("[[client_token]]");
+            println!("name = {}", toml::Value::String(name));
+            println!("role = \"{}\"", role.as_str());
+            println!("sha256 = \"{}\"", token_hash_hex(&token));
+            Ok(())
+        }
+        TokenCommand::Hash => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("reading the token from standard input")?;
+            let token = line.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(!token.is_empty(), "no token on standard input");
+            println!("{}", token_hash_hex(token));
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
 pub enum CliCommand {
     /// Run peer N of the cluster described by the cluster file.
     Serve {
         /// The cluster file.
         #[arg(long, default_value = "cluster.toml")]
         config: PathBuf,
-        /// This peer's id in the cluster file.
+        /// This peer's id (in the cluster file, or new with --address).
         #[arg(long)]
         id: u64,
+        /// For a peer not in the cluster file, joining a running cluster:
+        /// its host:port (then add it with `sgnode members add`).
+        #[arg(long, requires = "data_dir")]
+        address: Option<String>,
+        /// The joining peer's data directory.
+        #[arg(long, requires = "address")]
+        data_dir: Option<PathBuf>,
+        /// The joining peer's job slots.
+        #[arg(long, default_value_t = crate::config::default_slots(), requires = "address")]
+        slots: u32,
+    },
+    /// Grow or shrink the cluster at runtime (admin token).
+    Members {
+        #[command(subcommand)]
+        which: MembersCommand,
     },
     /// Queue a job: `sgnode submit --name etl -- ./run.sh --day 2026-12-04`.
     Submit {
@@ -89,6 +227,11 @@ pub enum CliCommand {
     Induced {
         #[command(subcommand)]
         which: crate::dispatch::cli::InducedCommand,
+    },
+    /// Make client tokens for `[[client_token]]` in cluster.toml.
+    Token {
+        #[command(subcommand)]
+        which: TokenCommand,
     },
     /// Show one job.
     Status {
@@ -213,7 +356,7 @@ pub struct Connection {
     /// Base URL of any peer [default: first peer in ./cluster.toml].
     #[arg(long, env = "SGNODE_URL")]
     pub url: Option<String>,
-    /// Cluster token for writes.
+    /// Token: a client token (read, submit or admin role) or the peer token.
     #[arg(long, env = "SGNODE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Print JSON instead of a table.
@@ -281,7 +424,18 @@ pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 /// Everything, with context; see [`exit_code`].
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        CliCommand::Serve { config, id } => serve(&config, id).await,
+        CliCommand::Serve { config, id, address, data_dir, slots } => {
+            let joining = address.zip(data_dir).map(|(address, data_dir)| crate::config::PeerConfig {
+                id,
+                address,
+                data_dir,
+                voter: false,
+                slots,
+                mem_mb: crate::config::default_mem_mb(),
+            });
+            serve(&config, id, joining).await
+        }
+        CliCommand::Members { which } => members_command(which).await,
         CliCommand::Submit {
             conn,
             name,
@@ -323,6 +477,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+        CliCommand::Token { which } => token_command(which),
         CliCommand::Status { conn, id } => {
             let job = conn.client()?.status(&id).await.map_err(Exit)?;
             if conn.json {
@@ -527,8 +682,16 @@ fn print_nodes(view: &NodesView) {
     }
 }
 
-async fn serve(config_path: &Path, id: u64) -> anyhow::Result<()> {
-    let config = Arc::new(ClusterConfig::load(config_path)?);
+async fn serve(
+    config_path: &Path,
+    id: u64,
+    joining: Option<crate::config::PeerConfig>,
+) -> anyhow::Result<()> {
+    let mut config = ClusterConfig::load(config_path)?;
+    if let Some(peer) = joining {
+        config = config.with_joining_peer(peer)?;
+    }
+    let config = Arc::new(config);
     let me = config.peer(id)?.clone();
     let addr: std::net::SocketAddr = me.address.parse().with_context(|| format!("peer {id} address"))?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);

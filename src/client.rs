@@ -50,7 +50,7 @@ impl ClientError {
         match self {
             ClientError::Api { status, .. } => match status {
                 400 | 405 | 413 => 2,
-                401 => 3,
+                401 | 403 => 3,
                 404 => 4,
                 429 => 5,
                 503 => 6,
@@ -170,6 +170,42 @@ impl Client {
         self.send(self.http.delete(&url), &url).await
     }
 
+    /// The replicated membership.
+    ///
+    /// # Errors
+    /// [`ClientError`] with the API's code.
+    pub async fn members(&self) -> Result<crate::members::MembersView, ClientError> {
+        self.get_json("members").await
+    }
+
+    /// Adds a peer; waits while it catches up (up to about a minute).
+    ///
+    /// # Errors
+    /// [`ClientError`] with the API's code.
+    pub async fn add_member(
+        &self,
+        request: &crate::members::AddMemberRequest,
+    ) -> Result<crate::members::MembersView, ClientError> {
+        let url = self.url("members");
+        self.send(self.http.post(&url).json(request).timeout(Duration::from_secs(120)), &url).await
+    }
+
+    /// Makes a learner a voter.
+    ///
+    /// # Errors
+    /// [`ClientError`] with the API's code.
+    pub async fn promote_member(&self, id: u64) -> Result<crate::members::MembersView, ClientError> {
+        self.post_json(&format!("members/{id}/promote"), &serde_json::json!({})).await
+    }
+
+    /// Removes a peer from the membership.
+    ///
+    /// # Errors
+    /// [`ClientError`] with the API's code.
+    pub async fn remove_member(&self, id: u64) -> Result<crate::members::MembersView, ClientError> {
+        self.delete_json(&format!("members/{id}")).await
+    }
+
     /// Submits one job. `request_id` makes retries idempotent.
     ///
     /// # Errors
@@ -247,6 +283,10 @@ impl Client {
         if follow {
             request = request.query(&[("follow", "1")]).timeout(crate::api::follow::MAX_FOLLOW);
         }
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         let response = request.send().await.map_err(|source| transport_error(&url, source))?;
         let status = response.status();
         let source = response

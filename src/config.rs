@@ -32,10 +32,17 @@ pub struct ClusterConfig {
     /// Human name of the cluster, shown by `nodes` and the dashboard.
     #[serde(default = "default_cluster_name")]
     pub cluster_name: String,
-    /// Shared secret for Raft RPCs and write requests (`Authorization: Bearer`).
-    /// Empty means "no authentication" and is only sensible on a laptop.
+    /// The peer token: the shared secret peers present to each other (Raft
+    /// RPCs, forwarded writes, artifact copies) as `Authorization: Bearer`.
+    /// It holds every right. Stored in clear because peers must send it;
+    /// keep the file readable only by the account running sgnode. Empty
+    /// means "no authentication" and is only sensible on a laptop.
     #[serde(default)]
     pub token: String,
+    /// Tokens for people and scripts, each with a role, stored as SHA-256
+    /// hashes (`sgnode token new` makes one).
+    #[serde(rename = "client_token", default)]
+    pub client_tokens: Vec<ClientToken>,
     /// A submit whose dedup key matches a job that is active, or that ended
     /// less than this long ago, returns the existing job instead of a new one.
     #[serde(default = "default_dedup_window", with = "humantime_serde")]
@@ -100,6 +107,44 @@ pub struct ClusterConfig {
     /// The peers. Ids are unique and non-zero.
     #[serde(rename = "peer", default)]
     pub peers: Vec<PeerConfig>,
+}
+
+/// A client token's rights; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// status, history, logs, nodes, schedules, metrics, the dashboard.
+    Read,
+    /// read, plus submit, cancel, backfill, publish and artifact push.
+    Submit,
+    /// everything a client can do, including schedules, queue pause and
+    /// membership.
+    Admin,
+    /// Raft RPCs: only the peer token has it.
+    Peer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Submit => "submit",
+            Role::Admin => "admin",
+            Role::Peer => "peer",
+        }
+    }
+}
+
+/// One `[[client_token]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientToken {
+    /// Who holds it; shown in errors and logs instead of the token.
+    pub name: String,
+    /// `read`, `submit` or `admin`.
+    pub role: Role,
+    /// Lower-case hex SHA-256 of the token.
+    pub sha256: String,
 }
 
 /// Raft timing knobs.
@@ -206,10 +251,10 @@ fn default_hadoop_bin() -> String {
 fn default_python_bin() -> String {
     "python3".to_string()
 }
-fn default_slots() -> u32 {
+pub fn default_slots() -> u32 {
     2
 }
-fn default_mem_mb() -> u64 {
+pub fn default_mem_mb() -> u64 {
     4096
 }
 fn default_heartbeat_ms() -> u64 {
@@ -247,6 +292,33 @@ impl ClusterConfig {
             }
         }
         Ok(config)
+    }
+
+    /// Adds a peer that is not in the file, given on `serve`'s command line:
+    /// a peer joining a running cluster (`sgnode members add` makes it a
+    /// member). It starts as a non-voter: the replicated membership, not
+    /// this entry, decides whether it votes.
+    ///
+    /// # Errors
+    /// The id is already in the file, or the address is not numeric.
+    pub fn with_joining_peer(mut self, peer: PeerConfig) -> Result<ClusterConfig, ConfigError> {
+        if self.peers.iter().any(|p| p.id == peer.id) {
+            return Err(ConfigError::Invalid(format!(
+                "peer {} is in the cluster file already; --address/--data-dir are for peers that are not",
+                peer.id
+            )));
+        }
+        if peer.id == 0 || peer.slots == 0 {
+            return Err(ConfigError::Invalid("a joining peer needs an id and slots of at least 1".into()));
+        }
+        if peer.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "--address {:?} is not host:port with a numeric IP",
+                peer.address
+            )));
+        }
+        self.peers.push(PeerConfig { voter: false, ..peer });
+        Ok(self)
     }
 
     /// Parses and validates cluster-file text.
@@ -292,6 +364,7 @@ impl ClusterConfig {
                 humantime::format_duration(self.lease)
             )));
         }
+        self.validate_client_tokens()?;
         if !self.peers.iter().any(|p| p.voter) {
             return Err(ConfigError::Invalid("at least one peer must have voter = true".into()));
         }
@@ -330,6 +403,36 @@ impl ClusterConfig {
     ///
     /// # Errors
     /// [`ConfigError::UnknownPeer`] when `id` is not in the file.
+    fn validate_client_tokens(&self) -> Result<(), ConfigError> {
+        let mut names = BTreeSet::new();
+        for (i, entry) in self.client_tokens.iter().enumerate() {
+            let field = format!("client_token[{i}]");
+            if entry.name.is_empty() || !names.insert(entry.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "{field}.name must be non-empty and unique, got {:?}",
+                    entry.name
+                )));
+            }
+            if !crate::queue::is_sha256_hex(&entry.sha256) {
+                return Err(ConfigError::Invalid(format!(
+                    "{field}.sha256 must be 64 lower-case hex digits (the token's SHA-256; \
+                     `sgnode token hash` prints it)"
+                )));
+            }
+            if entry.role == Role::Peer {
+                return Err(ConfigError::Invalid(format!(
+                    "{field}.role: `peer` belongs to the peer token (`token`); use read, submit or admin"
+                )));
+            }
+        }
+        if !self.client_tokens.is_empty() && self.token.is_empty() {
+            return Err(ConfigError::Invalid(
+                "client tokens need a peer token too: set `token`, or anyone could act as a peer".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn peer(&self, id: u64) -> Result<&PeerConfig, ConfigError> {
         self.peers.iter().find(|p| p.id == id).ok_or(ConfigError::UnknownPeer(id))
     }

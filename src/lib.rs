@@ -26,6 +26,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dispatch;
+pub mod members;
 pub mod metrics;
 pub mod node;
 pub mod queue;

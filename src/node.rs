@@ -208,9 +208,19 @@ impl Peer {
 
         let (batcher_tx, batcher_rx) = mpsc::channel(65_536);
         let (forwarder_tx, forwarder_rx) = mpsc::channel(65_536);
+        // This client only ever talks to other peers, so every request may
+        // carry the peer token (reads between peers need a role too).
+        let mut headers = reqwest::header::HeaderMap::new();
+        if !config.token.is_empty() {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", config.token))
+                .map_err(|_| StartError::Raft("token: not a valid HTTP header value".into()))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
+            .default_headers(headers)
             .build()
             .map_err(|e| StartError::Raft(format!("http client: {e}")))?;
         let peer = Arc::new(Peer {
@@ -283,7 +293,9 @@ impl Peer {
         self.raft.metrics().borrow().clone()
     }
 
-    fn peer_address(&self, id: NodeId) -> Option<String> {
+    /// Where peer `id` listens: the replicated membership first, then the
+    /// cluster file.
+    pub fn peer_address(&self, id: NodeId) -> Option<String> {
         let metrics = self.metrics();
         metrics
             .membership_config
@@ -439,7 +451,9 @@ impl Peer {
                 .get(&heartbeat.node)
                 .is_some_and(|n| !n.lost && n.incarnation == heartbeat.incarnation)
         };
-        if !alive {
+        // A peer removed from the membership gets no lease: its worker
+        // fences itself and its attempts take the lost-node path.
+        if !alive || !crate::members::is_member(self, heartbeat.node) {
             return HeartbeatReply::Stale;
         }
         let mut liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
@@ -683,10 +697,12 @@ async fn run_housekeeping(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) 
                 Err(e) => tracing::warn!("gc failed: {e}"),
             }
         }
-        // Configured non-voters join as learners.
+        // Configured non-voters join as learners, unless an operator
+        // removed them.
         let membership = metrics.membership_config.membership().clone();
+        let removed = peer.state.read().funnel.removed_members().clone();
         for learner in peer.config.peers.iter().filter(|p| !p.voter) {
-            if membership.get_node(&learner.id).is_none() {
+            if membership.get_node(&learner.id).is_none() && !removed.contains(&learner.id) {
                 let node = BasicNode { addr: learner.address.clone() };
                 match peer.raft.add_learner(learner.id, node, false).await {
                     Ok(_) => tracing::info!("added peer {} as a learner", learner.id),

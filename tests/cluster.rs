@@ -236,9 +236,12 @@ async fn bad_input_gets_specific_errors_and_changes_nothing() {
     let raft =
         http.post(format!("{url}/raft/vote")).bearer_auth(TOKEN).body(vec![1, 2, 3]).send().await.unwrap();
     assert_eq!(raft.status().as_u16(), 400, "garbage raft bodies are refused, not fatal");
-    check(404, "not_found", "999")(http.get(format!("{url}/api/v1/jobs/999")).send().await.unwrap()).await;
+    check(404, "not_found", "999")(
+        http.get(format!("{url}/api/v1/jobs/999")).bearer_auth(TOKEN).send().await.unwrap(),
+    )
+    .await;
     check(400, "invalid_request", "state")(
-        http.get(format!("{url}/api/v1/jobs?state=sleeping")).send().await.unwrap(),
+        http.get(format!("{url}/api/v1/jobs?state=sleeping")).bearer_auth(TOKEN).send().await.unwrap(),
     )
     .await;
     // None of that created a job, and the peer is still healthy.

@@ -27,7 +27,12 @@ async fn wait_terminal(cluster: &TestCluster, via: u64, id: &str, timeout: Durat
 }
 
 async fn fetch_metrics(url: &str) -> (String, prometheus_parse::Scrape) {
-    let response = reqwest::get(format!("{url}/metrics")).await.expect("GET /metrics");
+    let response = reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET /metrics");
     assert!(response.status().is_success());
     let content_type = response.headers()["content-type"].to_str().unwrap_or_default().to_string();
     assert!(content_type.starts_with("text/plain; version=0.0.4"), "content type {content_type}");
@@ -153,6 +158,7 @@ async fn logs_follow_streams_live_from_a_peer_that_does_not_run_the_job() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sgnode"))
         .args(["logs", &id, "--follow", "--url", &cluster.url(via)])
         .env_remove("SGNODE_URL")
+        .env("SGNODE_TOKEN", TOKEN)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -255,9 +261,20 @@ async fn dashboard_shows_cluster_jobs_and_logs_in_headless_chromium() {
 
     let dir = cluster.dir.path().to_path_buf();
     let base = cluster.url(page);
-    let dom = tokio::task::spawn_blocking({
+    // Without a token the page loads but the data does not: it says why.
+    let locked = tokio::task::spawn_blocking({
         let (dir, base) = (dir.clone(), base.clone());
         move || chromium(&dir, &format!("{base}/"), &["--dump-dom"])
+    })
+    .await
+    .expect("chromium task");
+    assert!(locked.contains("needs a token"), "token prompt shown:\n{locked}");
+    assert!(!locked.contains("dashboard-demo"), "no data without a token:\n{locked}");
+
+    // The token travels in the URL fragment, which browsers never send.
+    let dom = tokio::task::spawn_blocking({
+        let (dir, base) = (dir.clone(), base.clone());
+        move || chromium(&dir, &format!("{base}/#token={TOKEN}"), &["--dump-dom"])
     })
     .await
     .expect("chromium task");
@@ -268,7 +285,7 @@ async fn dashboard_shows_cluster_jobs_and_logs_in_headless_chromium() {
 
     let job_dom = tokio::task::spawn_blocking({
         let (dir, base, id) = (dir.clone(), base.clone(), id.clone());
-        move || chromium(&dir, &format!("{base}/#/jobs/{id}"), &["--dump-dom"])
+        move || chromium(&dir, &format!("{base}/#/jobs/{id}&token={TOKEN}"), &["--dump-dom"])
     })
     .await
     .expect("chromium task");
@@ -281,7 +298,7 @@ async fn dashboard_shows_cluster_jobs_and_logs_in_headless_chromium() {
         move || {
             chromium(
                 &dir,
-                &format!("{base}/"),
+                &format!("{base}/#token={TOKEN}"),
                 &[&format!("--screenshot={}", shot.display()), "--window-size=1400,900"],
             )
         }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use warp::http::StatusCode;
 use warp::Filter;
 
-use super::{check_token, file_body, json, respond, with_peer, ApiError, Response};
+use super::{file_body, json, respond, with_peer, ApiError, Response};
 use crate::node::Peer;
 use crate::queue::{is_sha256_hex, Command, NodeId, Outcome, STORE_PREFIX};
 use crate::runner::artifact::{store, ArtifactError};
@@ -81,7 +81,6 @@ fn holders(peer: &Peer, hash: &str) -> Vec<NodeId> {
 async fn upload<S, B>(
     peer: Arc<Peer>,
     raw: String,
-    auth: Option<String>,
     replica: Option<String>,
     length: Option<u64>,
     mut body: S,
@@ -90,7 +89,6 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
-    check_token(&peer, auth.as_deref())?;
     let hash = parse_hash(&raw)?;
     let dir = data_dir(&peer)?;
     let max = peer.config.artifact_max_mb.saturating_mul(MIB);
@@ -176,8 +174,7 @@ async fn replicate(peer: &Peer, hash: &str, dir: &std::path::Path) -> Result<Opt
     )))
 }
 
-async fn download(peer: Arc<Peer>, raw: String, auth: Option<String>) -> Result<Response, ApiError> {
-    check_token(&peer, auth.as_deref())?;
+async fn download(peer: Arc<Peer>, raw: String) -> Result<Response, ApiError> {
     let hash = parse_hash(&raw)?;
     let path = store::stored_path(&data_dir(&peer)?, &hash);
     let file = tokio::fs::File::open(&path)
@@ -214,24 +211,21 @@ fn list(peer: &Peer) -> Response {
 /// The artifact routes.
 pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let base = warp::path("api").and(warp::path("v1")).and(warp::path("artifacts"));
-    let auth = warp::header::optional::<String>("authorization");
     let put = base
         .and(warp::path::param::<String>())
         .and(warp::path::end())
         .and(warp::put())
         .and(with_peer(peer.clone()))
-        .and(auth)
         .and(warp::header::optional::<String>(REPLICA_HEADER))
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
-        .then(|raw, p, a, r, l, body| async move { respond(upload(p, raw, a, r, l, Box::pin(body)).await) });
+        .then(|raw, p, r, l, body| async move { respond(upload(p, raw, r, l, Box::pin(body)).await) });
     let get = base
         .and(warp::path::param::<String>())
         .and(warp::path::end())
         .and(warp::get())
         .and(with_peer(peer.clone()))
-        .and(auth)
-        .then(|raw, p, a| async move { respond(download(p, raw, a).await) });
+        .then(|raw, p| async move { respond(download(p, raw).await) });
     let ls = base.and(warp::path::end()).and(warp::get()).and(with_peer(peer)).map(|p: Arc<Peer>| list(&p));
     put.or(get).unify().or(ls).unify()
 }

@@ -14,9 +14,7 @@ use serde::{Deserialize, Serialize};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection};
 
-use super::{
-    auth, body, check_token, json, parse_json, respond, with_peer, ApiError, Response, MAX_CLIENT_BODY,
-};
+use super::{body, json, parse_json, respond, with_peer, ApiError, Response, MAX_CLIENT_BODY};
 use crate::dispatch::{check_induced, check_schedule, evaluate_induced, template, zoned, InducedSet};
 use crate::node::{now_millis, Peer};
 use crate::queue::{format_utc, Command, DatasetEvent, InducedDef, Millis, Outcome, Schedule, ScheduleDef};
@@ -114,8 +112,7 @@ fn refused(outcome: Option<Outcome>) -> ApiError {
     }
 }
 
-async fn apply(peer: Arc<Peer>, auth: Option<String>, body: Bytes) -> Result<Response, ApiError> {
-    check_token(&peer, auth.as_deref())?;
+async fn apply(peer: Arc<Peer>, body: Bytes) -> Result<Response, ApiError> {
     let request: ApplyRequest = parse_json(&body)?;
     let now = now_millis();
     let mut commands = Vec::new();
@@ -181,8 +178,7 @@ fn show(peer: &Peer, name: &str) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, &schedule_view(schedule, now_millis())))
 }
 
-async fn delete(peer: Arc<Peer>, name: String, auth: Option<String>) -> Result<Response, ApiError> {
-    check_token(&peer, auth.as_deref())?;
+async fn delete(peer: Arc<Peer>, name: String) -> Result<Response, ApiError> {
     let mut outcomes = peer.write(vec![Command::ScheduleDelete { name: name.clone() }]).await?.outcomes;
     match outcomes.pop() {
         Some(Outcome::Deleted) => {
@@ -192,13 +188,7 @@ async fn delete(peer: Arc<Peer>, name: String, auth: Option<String>) -> Result<R
     }
 }
 
-async fn pause(
-    peer: Arc<Peer>,
-    name: String,
-    action: String,
-    auth: Option<String>,
-) -> Result<Response, ApiError> {
-    check_token(&peer, auth.as_deref())?;
+async fn pause(peer: Arc<Peer>, name: String, action: String) -> Result<Response, ApiError> {
     let paused = match action.as_str() {
         "pause" => true,
         "resume" => false,
@@ -214,8 +204,7 @@ async fn pause(
     }
 }
 
-async fn publish(peer: Arc<Peer>, auth: Option<String>, body: Bytes) -> Result<Response, ApiError> {
-    check_token(&peer, auth.as_deref())?;
+async fn publish(peer: Arc<Peer>, body: Bytes) -> Result<Response, ApiError> {
     let request: PublishRequest = parse_json(&body)?;
     let ctx =
         template::TemplateContext { time: zoned(now_millis(), chrono_tz::UTC), params: &request.params };
@@ -268,9 +257,8 @@ pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Rej
         .and(warp::path!("schedules" / "apply"))
         .and(warp::post())
         .and(with_peer(peer.clone()))
-        .and(auth())
         .and(body(MAX_CLIENT_BODY))
-        .then(|p, a, b| async move { respond(apply(p, a, b).await) });
+        .then(|p, b| async move { respond(apply(p, b).await) });
     let list_route = api
         .and(warp::path!("schedules"))
         .and(warp::get())
@@ -285,21 +273,18 @@ pub fn routes(peer: Arc<Peer>) -> impl Filter<Extract = (Response,), Error = Rej
         .and(warp::path!("schedules" / String))
         .and(warp::delete())
         .and(with_peer(peer.clone()))
-        .and(auth())
-        .then(|name, p, a| async move { respond(delete(p, name, a).await) });
+        .then(|name, p| async move { respond(delete(p, name).await) });
     let pause_route = api
         .and(warp::path!("schedules" / String / String))
         .and(warp::post())
         .and(with_peer(peer.clone()))
-        .and(auth())
-        .then(|name, action, p, a| async move { respond(pause(p, name, action, a).await) });
+        .then(|name, action, p| async move { respond(pause(p, name, action).await) });
     let publish_route = api
         .and(warp::path!("datasets"))
         .and(warp::post())
         .and(with_peer(peer.clone()))
-        .and(auth())
         .and(body(MAX_CLIENT_BODY))
-        .then(|p, a, b| async move { respond(publish(p, a, b).await) });
+        .then(|p, b| async move { respond(publish(p, b).await) });
     let datasets_route = api
         .and(warp::path!("datasets"))
         .and(warp::get())

@@ -14,8 +14,12 @@ use crate::queue::FunnelError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("missing or wrong token: send `Authorization: Bearer <cluster token>`")]
+    #[error(
+        "missing or unknown token: send `Authorization: Bearer <token>` (sgnode: --token or SGNODE_TOKEN)"
+    )]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error(transparent)]
@@ -35,6 +39,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Funnel(FunnelError::QueueFull { .. }) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Funnel(FunnelError::Invalid { .. }) => StatusCode::BAD_REQUEST,
@@ -58,6 +63,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "invalid_request",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Funnel(FunnelError::QueueFull { .. }) => "queue_full",
             ApiError::Funnel(FunnelError::Invalid { .. }) => "invalid_request",

@@ -68,6 +68,24 @@ fn recreated_schedule_does_not_rerun_a_tick_inside_the_dedup_window() {
 }
 
 #[test]
+fn schedule_count_is_bounded_with_a_named_error() {
+    let mut f = Funnel::new();
+    for i in 0..MAX_SCHEDULES {
+        let outcome =
+            apply(&mut f, 0, Command::ScheduleUpsert { def: def(&format!("s{i}"), Overlap::Allow) });
+        assert!(matches!(outcome, Outcome::Defined { created: true, .. }), "{outcome:?}");
+    }
+    let extra = apply(&mut f, 0, Command::ScheduleUpsert { def: def("one-too-many", Overlap::Allow) });
+    match extra {
+        Outcome::Refused(e) => assert!(e.to_string().contains(&MAX_SCHEDULES.to_string()), "{e}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Replacing an existing one is still fine at the bound.
+    let again = apply(&mut f, 1, Command::ScheduleUpsert { def: def("s0", Overlap::Forbid) });
+    assert!(matches!(again, Outcome::Defined { created: false, changed: true }), "{again:?}");
+}
+
+#[test]
 fn upsert_is_idempotent_and_keeps_the_record() {
     let mut f = Funnel::new();
     apply(&mut f, 0, Command::ScheduleUpsert { def: def("s", Overlap::Allow) });

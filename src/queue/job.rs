@@ -424,6 +424,12 @@ pub enum Command {
     /// Peer `node` holds the built-in store's artifact `hash` (`size`
     /// bytes) on its disk, verified; workers fetch it from its holders.
     ArtifactRegistered { hash: String, size: u64, node: NodeId },
+    /// An operator removed peer `node` from the Raft membership: a leader
+    /// must not re-add it as a learner just because the cluster file
+    /// lists it.
+    MemberRemoved { node: NodeId },
+    /// An operator added peer `node` (again): lifts a removal.
+    MemberAdded { node: NodeId },
 }
 
 /// The Raft entry payload: a batch of commands with the leader's clock.
@@ -496,6 +502,8 @@ pub enum Outcome {
         changed: bool,
     },
     Deleted,
+    /// A membership change was recorded.
+    MembershipNoted,
     /// A schedule tick or input set: the job it submitted, if any.
     Fired {
         job: Option<JobId>,

@@ -38,6 +38,8 @@ pub struct Meta {
     pub paused: bool,
     /// Built-in store: artifact hash -> size and holders.
     pub artifacts: BTreeMap<String, ArtifactInfo>,
+    /// Peers an operator removed from the membership.
+    pub removed_members: BTreeSet<NodeId>,
 }
 
 impl Default for Meta {
@@ -49,6 +51,7 @@ impl Default for Meta {
             nodes: BTreeMap::new(),
             paused: false,
             artifacts: BTreeMap::new(),
+            removed_members: BTreeSet::new(),
         }
     }
 }
@@ -166,6 +169,11 @@ impl Funnel {
         &self.meta
     }
 
+    /// Peers an operator removed; never re-added from the cluster file.
+    pub fn removed_members(&self) -> &BTreeSet<NodeId> {
+        &self.meta.removed_members
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.meta.settings
     }
@@ -230,6 +238,14 @@ impl Funnel {
             Command::InducedFired { name, set, spec } => self.induced_fired(now, name, set, spec),
             Command::ArtifactRegistered { hash, size, node } => {
                 self.register_artifact(now, hash, *size, *node)
+            }
+            Command::MemberRemoved { node } => {
+                self.meta.removed_members.insert(*node);
+                Outcome::MembershipNoted
+            }
+            Command::MemberAdded { node } => {
+                self.meta.removed_members.remove(node);
+                Outcome::MembershipNoted
             }
         }
     }

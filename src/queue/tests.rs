@@ -149,6 +149,28 @@ fn invalid_specs_are_refused_naming_the_field() {
             JobSpec { params: [("1bad".to_string(), "v".to_string())].into(), ..spec("x", None) },
             "params.1bad",
         ),
+        // Every size limit answers with its field, never a panic or a cut.
+        (spec("x", Some(&"k".repeat(MAX_DEDUP_KEY_LEN + 1))), "dedup_key"),
+        (
+            JobSpec {
+                params: (0..=MAX_PARAMS).map(|i| (format!("p{i}"), "v".to_string())).collect(),
+                ..spec("x", None)
+            },
+            "params",
+        ),
+        (
+            JobSpec {
+                params: [("p".to_string(), "v".repeat(MAX_PARAM_VALUE_LEN + 1))].into(),
+                ..spec("x", None)
+            },
+            "params.p",
+        ),
+        (JobSpec { command: vec!["w".to_string(); MAX_COMMAND_WORDS + 1], ..spec("x", None) }, "command"),
+        (JobSpec { command: vec!["w".repeat(MAX_COMMAND_BYTES + 1)], ..spec("x", None) }, "command"),
+        (JobSpec { slots: MAX_JOB_SLOTS + 1, ..spec("x", None) }, "slots"),
+        (JobSpec { mem_mb: MAX_JOB_MEM_MB + 1, ..spec("x", None) }, "mem_mb"),
+        (JobSpec { retries: MAX_RETRIES + 1, ..spec("x", None) }, "retries"),
+        (JobSpec { timeout_ms: Some(0), ..spec("x", None) }, "timeout"),
     ];
     for (bad, field) in cases {
         match submit(&mut f, 0, bad) {

@@ -43,6 +43,9 @@ pub struct TestCluster {
     pub net: Option<Netns>,
     /// Environment added to every peer process.
     env: Vec<(String, String)>,
+    /// Peers listed in the cluster file; ids above it joined at runtime
+    /// and are started with `--address`/`--data-dir`.
+    configured: usize,
 }
 
 /// Network namespaces made by a test: one per peer, each with a veth into a
@@ -197,11 +200,23 @@ impl TestCluster {
             children: (0..total).map(|_| None).collect(),
             net,
             env: spec.env,
+            configured: total,
         };
         for id in 1..=total as u64 {
             cluster.start_peer(id);
         }
         cluster
+    }
+
+    /// Starts a new peer that is not in the cluster file (loopback only);
+    /// returns its id. It is not a member until `members add`.
+    pub fn start_joining_peer(&mut self) -> u64 {
+        assert!(self.net.is_none(), "joining peers are loopback-only");
+        self.ports.push(free_port());
+        self.children.push(None);
+        let id = self.size();
+        self.start_peer(id);
+        id
     }
 
     pub fn size(&self) -> u64 {
@@ -237,10 +252,14 @@ impl TestCluster {
             }
             None => Command::new(env!("CARGO_BIN_EXE_sgnode")),
         };
+        command.args(["serve", "--config"]).arg(&self.config).args(["--id", &id.to_string()]);
+        if id as usize > self.configured {
+            let port = self.ports[(id - 1) as usize];
+            command
+                .args(["--address", &format!("127.0.0.1:{port}"), "--data-dir"])
+                .arg(self.dir.path().join(format!("peer{id}")));
+        }
         let child = command
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .args(["--id", &id.to_string()])
             .env("RUST_LOG", "info,openraft=warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -369,13 +388,16 @@ impl Drop for TestCluster {
     }
 }
 
-/// Runs the CLI binary; returns (exit code, stdout, stderr).
+/// Runs the CLI binary with the test token; returns (exit code, stdout,
+/// stderr).
 pub fn cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sgnode"))
         .args(args)
         .current_dir(cwd)
         .env_remove("SGNODE_URL")
-        .env_remove("SGNODE_TOKEN")
+        // The test clusters' peer token: reads need a token too (`--token`
+        // on the command line wins).
+        .env("SGNODE_TOKEN", TOKEN)
         .output()
         .expect("run sgnode");
     (

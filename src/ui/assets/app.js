@@ -1,5 +1,5 @@
 // sgnode dashboard: vanilla JS over the client API of the peer that served it.
-// The token never leaves this browser except as an Authorization header on writes.
+// The token never leaves this browser except as an Authorization header to this peer.
 "use strict";
 
 const TOKEN_KEY = "sgnode_token";
@@ -30,7 +30,7 @@ function takeTokenFromFragment() {
 }
 
 function showTokenState() {
-  document.getElementById("token-state").textContent = token() ? "token set" : "read-only";
+  document.getElementById("token-state").textContent = token() ? "token set" : "no token";
 }
 
 function showError(message) {
@@ -39,22 +39,23 @@ function showError(message) {
   f.textContent = message || "";
 }
 
+function authHeaders() { return token() ? { Authorization: "Bearer " + token() } : {}; }
+
 async function api(path, options) {
-  const r = await fetch("/api/v1/" + path, options);
+  const r = await fetch("/api/v1/" + path, Object.assign({ headers: authHeaders() }, options));
   const type = r.headers.get("content-type") || "";
   const body = type.includes("json") ? await r.json() : await r.text();
   if (!r.ok) {
     const err = new Error(body && body.error ? body.error.message : "HTTP " + r.status);
     err.status = r.status;
+    if (r.status === 401) err.message = "this cluster needs a token: enter one above (read role or better)";
     throw err;
   }
   return body;
 }
 
-// Writes carry the token; reads never do.
 function write(path) {
-  const headers = token() ? { Authorization: "Bearer " + token() } : {};
-  return api(path, { method: "POST", headers });
+  return api(path, { method: "POST", headers: authHeaders() });
 }
 
 function stateCell(state) { return el("td", { class: "state-" + state }, state); }
@@ -163,7 +164,7 @@ async function renderJob(main, id) {
     el("section", {}, el("h2", {}, "log ", source), log));
   if (job.attempts.length === 0) { log.textContent = "(not placed yet)"; return running; }
   try {
-    const r = await fetch("/api/v1/jobs/" + encodeURIComponent(job.id) + "/logs");
+    const r = await fetch("/api/v1/jobs/" + encodeURIComponent(job.id) + "/logs", { headers: authHeaders() });
     const textBody = await r.text();
     if (r.ok) {
       log.textContent = textBody;
