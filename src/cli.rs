@@ -320,6 +320,27 @@ pub enum CliCommand {
         #[command(subcommand)]
         which: artifact::ArtifactCommand,
     },
+    /// TLS helpers.
+    Tls {
+        #[command(subcommand)]
+        which: TlsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Make a test CA (`ca.pem`) and one certificate (`peer.pem`, key
+    /// `peer.key`) valid for the given peer addresses, for a `[tls]` table.
+    /// The CA's key is not kept: for tests and first setups, not production.
+    Gen {
+        /// Directory to write into (created if missing; files are replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// Peer hosts the certificate is valid for: IPs or DNS names,
+        /// comma-separated (ports are not part of a certificate).
+        #[arg(long, value_delimiter = ',', required = true)]
+        peers: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -359,6 +380,10 @@ pub struct Connection {
     /// Token: a client token (read, submit or admin role) or the peer token.
     #[arg(long, env = "SGNODE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM CA bundle to trust for an https:// URL (the cluster's `[tls] ca`)
+    /// [default: the `ca` of ./cluster.toml when the URL comes from it].
+    #[arg(long, env = "SGNODE_CA")]
+    pub ca: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -368,14 +393,30 @@ impl Connection {
     /// A client for the chosen peer.
     ///
     /// # Errors
-    /// When no URL is given and `./cluster.toml` cannot be read.
+    /// When no URL is given and `./cluster.toml` cannot be read, or the CA
+    /// file is unusable.
     pub fn client(&self) -> anyhow::Result<Client> {
-        let url = match &self.url {
-            Some(url) => url.clone(),
-            None => default_url(Path::new("cluster.toml"))?,
+        let (url, ca) = match &self.url {
+            Some(url) => (url.clone(), self.ca.clone()),
+            None => {
+                let file = Path::new("cluster.toml");
+                let url = default_url(file)?;
+                let ca = self.ca.clone().or_else(|| cluster_ca(file));
+                (url, ca)
+            }
         };
-        Ok(Client::new(&url, self.token.clone()))
+        let trust = match ca {
+            Some(ca) => crate::tls::Trust::load(&ca)?,
+            None => crate::tls::Trust::default(),
+        };
+        Client::with_trust(&url, self.token.clone(), std::time::Duration::from_secs(30), &trust)
+            .map_err(|e| Exit(e).into())
     }
+}
+
+/// The `[tls] ca` of a cluster file, when it has one.
+fn cluster_ca(path: &Path) -> Option<PathBuf> {
+    ClusterConfig::load(path).ok()?.tls.map(|tls| tls.ca)
 }
 
 /// Base URLs of every peer in a cluster file, in file order: what client
@@ -387,7 +428,7 @@ pub(crate) fn cluster_urls(path: &Path) -> anyhow::Result<Vec<String>> {
     let config = ClusterConfig::load(path)
         .with_context(|| format!("no --url given (or SGNODE_URL) and {} is not usable", path.display()))?;
     anyhow::ensure!(!config.peers.is_empty(), "{} lists no peers", path.display());
-    Ok(config.peers.iter().map(ClusterConfig::peer_url).collect())
+    Ok(config.peers.iter().map(|p| config.peer_url(p)).collect())
 }
 
 /// The first peer of a cluster file.
@@ -432,6 +473,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 voter: false,
                 slots,
                 mem_mb: crate::config::default_mem_mb(),
+                // The cluster-wide `[tls]` and `run_as` apply to it.
+                tls_cert: None,
+                tls_key: None,
+                run_as: None,
             });
             serve(&config, id, joining).await
         }
@@ -556,6 +601,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         CliCommand::Bench { which: BenchCommand::Submit(bench) } => bench.run().await,
         CliCommand::Bench { which: BenchCommand::Run(bench) } => bench.run().await,
         CliCommand::Artifact { which } => artifact::run(which).await,
+        CliCommand::Tls { which: TlsCommand::Gen { out, peers } } => {
+            let made = crate::tls::generate(&out, &peers)?;
+            println!(
+                "wrote {}, {} and {}\n\nadd to cluster.toml (every peer):\n[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}",
+                made.ca.display(),
+                made.cert.display(),
+                made.key.display(),
+                made.cert,
+                made.key,
+                made.ca
+            );
+            Ok(())
+        }
     }
 }
 
@@ -694,15 +752,28 @@ async fn serve(
     let config = Arc::new(config);
     let me = config.peer(id)?.clone();
     let addr: std::net::SocketAddr = me.address.parse().with_context(|| format!("peer {id} address"))?;
+    // Bad TLS files or an unusable run_as stop the peer here, before it
+    // opens its database or joins the cluster.
+    let tls = match config.tls_identity(&me) {
+        Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
+        None => None,
+    };
+    if let Some(user) = config.run_as(&me) {
+        crate::runner::user::RunAs::resolve(user)?;
+    }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let (peer, mut tasks) = crate::node::Peer::start(config.clone(), id, shutdown_rx.clone()).await?;
     let mut http_shutdown = shutdown_rx.clone();
-    let (bound, server) = crate::api::serve(peer.clone(), addr, async move {
+    let (bound, server) = crate::api::serve(peer.clone(), addr, tls, async move {
         let _ = http_shutdown.wait_for(|stop| *stop).await;
     })
     .with_context(|| format!("cannot listen on {addr}"))?;
     let server = tokio::spawn(server);
-    tracing::info!("peer {id} listening on http://{bound} (data in {})", me.data_dir.display());
+    tracing::info!(
+        "peer {id} listening on {} (data in {})",
+        config.url(&bound.to_string()),
+        me.data_dir.display()
+    );
     peer.bootstrap_if_new().await;
 
     wait_for_signal().await?;

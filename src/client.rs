@@ -91,13 +91,39 @@ impl Client {
 
     /// Same, with a different per-request time limit.
     pub fn with_timeout(base: &str, token: Option<String>, timeout: Duration) -> Client {
-        let http = reqwest::Client::builder()
+        let http = Client::builder(timeout).build().unwrap_or_default();
+        Client { base: base.trim_end_matches('/').to_string(), token: token.filter(|t| !t.is_empty()), http }
+    }
+
+    /// A client for an `https://` peer whose certificate is signed by a CA
+    /// in `trust` (the cluster's own CA), in addition to the public roots.
+    ///
+    /// # Errors
+    /// [`ClientError::Usage`] when the TLS client cannot be built; unlike
+    /// the plain constructors this never falls back to a client that would
+    /// not trust the CA.
+    pub fn with_trust(
+        base: &str,
+        token: Option<String>,
+        timeout: Duration,
+        trust: &crate::tls::Trust,
+    ) -> Result<Client, ClientError> {
+        let http = trust
+            .with_public_roots(Client::builder(timeout))
+            .build()
+            .map_err(|e| ClientError::Usage(format!("cannot build the HTTPS client: {e}")))?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.filter(|t| !t.is_empty()),
+            http,
+        })
+    }
+
+    fn builder(timeout: Duration) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2).min(timeout))
             .timeout(timeout)
             .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
-        Client { base: base.trim_end_matches('/').to_string(), token: token.filter(|t| !t.is_empty()), http }
     }
 
     pub fn base(&self) -> &str {

@@ -101,9 +101,18 @@ pub struct ClusterConfig {
     /// The Python interpreter the Luigi runner calls as `python -m luigi`.
     #[serde(default = "default_python_bin")]
     pub python_bin: String,
+    /// Run every job as this local user (name resolved to uid/gid at start)
+    /// instead of as the peer's own user. Needs the peer to run as root.
+    /// A peer's own `run_as` overrides it. Absent: jobs run as the peer.
+    #[serde(default)]
+    pub run_as: Option<String>,
     /// Raft timing; defaults are tuned for a loaded 2-core machine with fsyncs.
     #[serde(default)]
     pub raft: RaftTiming,
+    /// TLS for every peer's HTTP port. Absent: plain `http://` (the local
+    /// default); present: peers serve and call each other over `https://`.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// The peers. Ids are unique and non-zero.
     #[serde(rename = "peer", default)]
     pub peers: Vec<PeerConfig>,
@@ -176,6 +185,23 @@ impl Default for RaftTiming {
     }
 }
 
+/// The `[tls]` table. Paths are PEM files; relative ones are resolved
+/// against the directory holding the cluster file. The files are read when
+/// a peer starts (a missing or unusable one stops it with the file's name).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (leaf first) every peer presents, unless a peer
+    /// names its own `tls_cert`. It must list each peer's address IP as a
+    /// subject alternative name, since clients check it against the URL.
+    pub cert: PathBuf,
+    /// Private key of `cert`.
+    pub key: PathBuf,
+    /// CA certificates (one or more) that peers and clients trust for the
+    /// cluster's HTTP ports.
+    pub ca: PathBuf,
+}
+
 /// One peer of the cluster.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -197,6 +223,15 @@ pub struct PeerConfig {
     /// Memory this peer offers to jobs, MiB.
     #[serde(default = "default_mem_mb")]
     pub mem_mb: u64,
+    /// This peer's own certificate chain, instead of `[tls] cert`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of `tls_cert` (required with it).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// The user this peer's jobs run as, instead of the cluster's `run_as`.
+    #[serde(default)]
+    pub run_as: Option<String>,
 }
 
 fn default_cluster_name() -> String {
@@ -286,10 +321,21 @@ impl ClusterConfig {
         let mut config = ClusterConfig::parse(&text)
             .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for peer in &mut config.peers {
-            if peer.data_dir.is_relative() {
-                peer.data_dir = base.join(&peer.data_dir);
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
             }
+        };
+        for peer in &mut config.peers {
+            resolve(&mut peer.data_dir);
+            for file in [&mut peer.tls_cert, &mut peer.tls_key].into_iter().flatten() {
+                resolve(file);
+            }
+        }
+        if let Some(tls) = &mut config.tls {
+            resolve(&mut tls.cert);
+            resolve(&mut tls.key);
+            resolve(&mut tls.ca);
         }
         Ok(config)
     }
@@ -348,6 +394,30 @@ impl ClusterConfig {
                     "peer {}: address {:?} is not host:port with a numeric IP",
                     peer.id, peer.address
                 )));
+            }
+        }
+        for peer in &self.peers {
+            match (&peer.tls_cert, &peer.tls_key, &self.tls) {
+                (None, None, _) => {}
+                (Some(_), Some(_), Some(_)) => {}
+                (_, _, None) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "peer {}: tls_cert/tls_key need a [tls] table (with the ca peers trust)",
+                        peer.id
+                    )))
+                }
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "peer {}: tls_cert and tls_key go together",
+                        peer.id
+                    )))
+                }
+            }
+        }
+        let users = self.peers.iter().map(|p| (format!("peer {}: run_as", p.id), &p.run_as));
+        for (what, user) in std::iter::once(("run_as".to_string(), &self.run_as)).chain(users) {
+            if user.as_deref().is_some_and(|u| u.is_empty() || u.contains('\0')) {
+                return Err(ConfigError::Invalid(format!("{what} must be a user name")));
             }
         }
         if let Some(p) = self.peers.iter().find(|p| p.slots == 0) {
@@ -437,9 +507,39 @@ impl ClusterConfig {
         self.peers.iter().find(|p| p.id == id).ok_or(ConfigError::UnknownPeer(id))
     }
 
+    /// `https` when the cluster has a `[tls]` table, else `http`: every
+    /// peer serves the same scheme, so one setting decides every URL.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Base URL of the HTTP port at `address` (`host:port`, as peers are
+    /// listed in the file and in the replicated membership).
+    pub fn url(&self, address: &str) -> String {
+        format!("{}://{address}", self.scheme())
+    }
+
     /// Base URL of a peer's HTTP port.
-    pub fn peer_url(peer: &PeerConfig) -> String {
-        format!("http://{}", peer.address)
+    pub fn peer_url(&self, peer: &PeerConfig) -> String {
+        self.url(&peer.address)
+    }
+
+    /// Certificate and key files `peer` presents, when TLS is on.
+    pub fn tls_identity<'a>(&'a self, peer: &'a PeerConfig) -> Option<(&'a Path, &'a Path)> {
+        let tls = self.tls.as_ref()?;
+        match (&peer.tls_cert, &peer.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => Some((&tls.cert, &tls.key)),
+        }
+    }
+
+    /// The user `peer`'s jobs run as, if not the peer's own.
+    pub fn run_as<'a>(&'a self, peer: &'a PeerConfig) -> Option<&'a str> {
+        peer.run_as.as_deref().or(self.run_as.as_deref())
     }
 }
 
@@ -476,5 +576,39 @@ mod tests {
         assert!(ClusterConfig::parse(window).unwrap_err().to_string().contains("history_retention"));
         let addr = "[[peer]]\nid = 1\naddress = \"localhost\"\ndata_dir = \"a\"\n";
         assert!(ClusterConfig::parse(addr).unwrap_err().to_string().contains("address"));
+    }
+
+    const ONE_PEER: &str = "[[peer]]\nid = 1\naddress = \"127.0.0.1:1\"\ndata_dir = \"a\"\n";
+
+    #[test]
+    fn tls_table_switches_the_scheme_and_resolves_paths() {
+        let plain = ClusterConfig::parse(ONE_PEER).unwrap();
+        assert_eq!(plain.peer_url(&plain.peers[0]), "http://127.0.0.1:1");
+        assert!(plain.tls_identity(&plain.peers[0]).is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cluster.toml");
+        let text = format!("[tls]\ncert = \"c.pem\"\nkey = \"/abs/k.pem\"\nca = \"ca.pem\"\n{ONE_PEER}");
+        std::fs::write(&file, text).unwrap();
+        let config = ClusterConfig::load(&file).unwrap();
+        assert_eq!(config.peer_url(&config.peers[0]), "https://127.0.0.1:1");
+        let (cert, key) = config.tls_identity(&config.peers[0]).unwrap();
+        assert_eq!((cert, key), (dir.path().join("c.pem").as_path(), Path::new("/abs/k.pem")));
+        assert_eq!(config.tls.as_ref().unwrap().ca, dir.path().join("ca.pem"));
+    }
+
+    #[test]
+    fn tls_and_run_as_mistakes_are_named() {
+        let missing_ca = format!("[tls]\ncert = \"c\"\nkey = \"k\"\n{ONE_PEER}");
+        assert!(ClusterConfig::parse(&missing_ca).unwrap_err().to_string().contains("ca"));
+        let typo = format!("[tls]\ncert = \"c\"\nkey = \"k\"\nca = \"a\"\ncrt = \"x\"\n{ONE_PEER}");
+        assert!(ClusterConfig::parse(&typo).unwrap_err().to_string().contains("crt"));
+        let half = format!("{ONE_PEER}tls_cert = \"c\"\n");
+        assert!(ClusterConfig::parse(&half).unwrap_err().to_string().contains("[tls]"));
+        let empty_user = format!("run_as = \"\"\n{ONE_PEER}");
+        assert!(ClusterConfig::parse(&empty_user).unwrap_err().to_string().contains("run_as"));
+        let per_peer = format!("run_as = \"nobody\"\n{ONE_PEER}run_as = \"daemon\"\n");
+        let config = ClusterConfig::parse(&per_peer).unwrap();
+        assert_eq!(config.run_as(&config.peers[0]), Some("daemon"));
     }
 }

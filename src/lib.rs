@@ -13,6 +13,7 @@
 //! - [`runner`]: execution on each worker: process runner, shell runner,
 //!   worker loop with lease and heartbeats, fencing guard.
 //! - [`api`]: the HTTP surface: client API, Raft RPCs, errors.
+//! - [`tls`]: optional HTTPS for the peer port and the CA every client trusts.
 //! - [`metrics`]: counters fed by the apply path, Prometheus text format.
 //! - [`ui`]: the web dashboard, assets embedded in the binary.
 //! - [`client`]: typed HTTP client used by the CLI and the benchmark.
@@ -32,4 +33,5 @@ pub mod node;
 pub mod queue;
 pub mod raft;
 pub mod runner;
+pub mod tls;
 pub mod ui;

@@ -62,6 +62,8 @@ pub enum StartError {
     RaftConfig(#[from] openraft::ConfigError),
     #[error("raft failed to start: {0}")]
     Raft(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Why a write did not produce outcomes.
@@ -154,6 +156,8 @@ pub struct Peer {
     forwarder: mpsc::Sender<PendingWrite>,
     /// Client for forwarding writes and asking other peers for their status.
     pub http: reqwest::Client,
+    /// The cluster CA (empty without TLS), for every other client a peer makes.
+    pub trust: crate::tls::Trust,
     shutdown: watch::Receiver<bool>,
     /// Leader only: heartbeats received and incarnations being declared lost.
     liveness: std::sync::Mutex<Liveness>,
@@ -176,6 +180,7 @@ impl Peer {
         shutdown: watch::Receiver<bool>,
     ) -> Result<(Arc<Peer>, JoinSet<()>), StartError> {
         let me = config.peer(id)?.clone();
+        let trust = crate::tls::Trust::for_cluster(&config)?;
         std::fs::create_dir_all(&me.data_dir)
             .map_err(|source| StartError::DataDir { path: me.data_dir.clone(), source })?;
         let db_path = me.data_dir.join("db");
@@ -199,7 +204,7 @@ impl Peer {
         let raft = Raft::new(
             id,
             Arc::new(raft_config),
-            HttpNetworkFactory::new(config.token.clone()),
+            HttpNetworkFactory::new(config.token.clone(), config.scheme(), trust.clone()),
             LogStore::new(store.clone()),
             state_machine,
         )
@@ -217,7 +222,8 @@ impl Peer {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let http = trust
+            .peers_only(reqwest::Client::builder())
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .default_headers(headers)
@@ -232,6 +238,7 @@ impl Peer {
             batcher: batcher_tx,
             forwarder: forwarder_tx,
             http,
+            trust,
             shutdown: shutdown.clone(),
             liveness: Default::default(),
         });
@@ -398,7 +405,7 @@ impl Peer {
             .map_err(|e| ProposeError::Fatal(e.to_string()))?;
         let response = self
             .http
-            .post(format!("http://{address}/raft/write"))
+            .post(format!("{}/raft/write", self.config.url(&address)))
             .bearer_auth(&self.config.token)
             .timeout(self.config.write_timeout)
             .body(body)
@@ -530,7 +537,7 @@ impl Peer {
         };
         let response = self
             .http
-            .post(format!("http://{address}/raft/heartbeat"))
+            .post(format!("{}/raft/heartbeat", self.config.url(&address)))
             .bearer_auth(&self.config.token)
             .timeout(Duration::from_millis(self.config.raft.election_min_ms * 2))
             .body(body)

@@ -671,3 +671,135 @@ async fn worker_down_past_node_timeout_rejoins_and_gets_work() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_cluster_runs_jobs_over_https_and_refuses_plaintext() {
+    let cluster = TestCluster::start(ClusterSpec { tls: true, ..ClusterSpec::default() });
+    let leader = cluster.wait_leader().await;
+    let follower = cluster.follower_of(leader);
+    let reader = (1..=3).find(|&id| id != leader && id != follower).expect("a third peer");
+    assert!(cluster.url(follower).starts_with("https://"));
+
+    // Submitted through a follower: forwarded to the leader over https,
+    // replicated over https, run, and read back from another peer.
+    let request = SubmitRequest::new("over-tls", vec!["sh".into(), "-c".into(), "echo secret hello".into()]);
+    let s = cluster.client(follower).submit(&request, 1).await.expect("submit over https");
+    let job = wait_state(&cluster.client(reader), &s.id, |st| st.is_terminal(), "the https job").await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    // Every peer serves the log: from its own file or proxied over https.
+    for id in 1..=3 {
+        let (source, text) = cluster.client(id).logs(&s.id, None).await.expect("logs over https");
+        assert_eq!(text, "secret hello\n", "peer {id} ({source})");
+    }
+
+    // The CLI trusts the CA given with --ca, and nothing else.
+    let ca = cluster.ca.clone().expect("a TLS cluster has a CA");
+    let url = cluster.url(reader);
+    let (code, out, err) =
+        cli(&["status", "--url", &url, "--ca", ca.to_str().unwrap(), "--json", &s.id], cluster.dir.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("succeeded"), "{out}");
+    let (code, _, err) = cli(&["status", "--url", &url, &s.id], cluster.dir.path());
+    assert_ne!(code, 0, "a client without the CA must not talk to the peer");
+    assert!(err.contains(&url), "{err}");
+
+    // Plaintext to the TLS port fails, and does not hurt the server.
+    let plain = url.replacen("https://", "http://", 1);
+    let answer = reqwest::Client::new()
+        .get(format!("{plain}/api/v1/local"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(answer.is_err(), "plaintext request got an answer: {answer:?}");
+    cluster.client(reader).local().await.expect("https still served after a plaintext attempt");
+}
+
+#[test]
+fn unusable_tls_files_and_run_as_users_stop_serve_with_a_named_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("cluster.toml");
+    let peer = format!("[[peer]]\nid = 1\naddress = \"127.0.0.1:{}\"\ndata_dir = \"p1\"\n", free_port());
+    let serve = || cli(&["serve", "--config", config.to_str().unwrap(), "--id", "1"], dir.path());
+
+    std::fs::write(
+        &config,
+        format!("[tls]\ncert = \"nope.pem\"\nkey = \"nope.key\"\nca = \"ca.pem\"\n{peer}"),
+    )
+    .unwrap();
+    let (code, _, err) = serve();
+    assert_ne!(code, 0);
+    assert!(err.contains("nope.pem") && !err.contains("panicked"), "{err}");
+
+    let (code, _, err) = cli(&["tls", "gen", "--out", "tls", "--peers", "127.0.0.1"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(dir.path().join("tls/broken.key"), "-----BEGIN PRIVATE KEY-----\nAAAA\n").unwrap();
+    std::fs::write(
+        &config,
+        format!("[tls]\ncert = \"tls/peer.pem\"\nkey = \"tls/broken.key\"\nca = \"tls/ca.pem\"\n{peer}"),
+    )
+    .unwrap();
+    let (code, _, err) = serve();
+    assert_ne!(code, 0);
+    assert!(err.contains("broken.key") && !err.contains("panicked"), "{err}");
+
+    std::fs::write(&config, format!("run_as = \"no-such-user-sg\"\n{peer}")).unwrap();
+    let (code, _, err) = serve();
+    assert_ne!(code, 0);
+    assert!(err.contains("no-such-user-sg"), "{err}");
+    assert!(!dir.path().join("p1").exists(), "a refused peer must not create its data dir");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_as_nobody_writes_its_own_directory_and_nothing_of_the_peer() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: run_as needs the peers to run as root");
+        return;
+    }
+    let cluster = TestCluster::start(ClusterSpec {
+        voters: 1,
+        extra: "run_as = \"nobody\"\n".into(),
+        ..ClusterSpec::default()
+    });
+    // Temp dirs are 0700: open the test's own so that only the peer's
+    // permissions decide what the job may touch.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(cluster.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    cluster.wait_leader().await;
+    let client = cluster.client(1);
+    let data = cluster.dir.path().join("peer1");
+    // Runs a shell command as a job; its final state and its output.
+    let request_ids = std::sync::atomic::AtomicU64::new(1);
+    let run = |name: &str, script: String| {
+        let request = SubmitRequest::new(name, vec!["sh".into(), "-c".into(), script]);
+        let client = client.clone();
+        let request_id = request_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            let s = client.submit(&request, u128::from(request_id)).await.expect("submit");
+            let job = wait_state(&client, &s.id, |st| st.is_terminal(), "a run_as job").await;
+            let (_, output) = client.logs(&s.id, None).await.expect("the job's log");
+            (job.state, output)
+        }
+    };
+
+    let (state, output) =
+        run("own-dir", "id -u; echo mine > mine.txt && cat mine.txt; echo HOME=$HOME".into()).await;
+    assert_eq!(state, JobState::Succeeded, "{output}");
+    assert_eq!(output, "65534\nmine\nHOME=/nonexistent\n", "the peer still captures the job's output");
+
+    let pid = std::process::id();
+    let forbidden = [
+        ("data-dir", data.join(format!("intruder-{pid}"))),
+        ("attempts-dir", data.join(format!("work/attempts/intruder-{pid}"))),
+        ("root-home", std::path::PathBuf::from(format!("/root/sgnode-intruder-{pid}"))),
+    ];
+    for (name, target) in &forbidden {
+        let (state, output) = run(name, format!("echo x > {}", target.display())).await;
+        assert_eq!(state, JobState::Failed, "{name}: {output}");
+        assert!(output.contains("Permission denied"), "{name}: {output}");
+        assert!(!target.exists(), "{name}: the job wrote {}", target.display());
+    }
+    let (state, output) = run("db", format!("ls {}", data.join("db").display())).await;
+    assert_eq!(state, JobState::Failed, "{output}");
+    assert!(output.contains("Permission denied"), "{output}");
+}

@@ -150,7 +150,7 @@ async fn replicate(peer: &Peer, hash: &str, dir: &std::path::Path) -> Result<Opt
         let length = file.metadata().await.map(|m| m.len()).unwrap_or(0);
         let response = peer
             .http
-            .put(format!("http://{address}/api/v1/artifacts/{hash}"))
+            .put(format!("{}/api/v1/artifacts/{hash}", peer.config.url(&address)))
             .bearer_auth(&peer.config.token)
             .header(REPLICA_HEADER, "1")
             .header(reqwest::header::CONTENT_LENGTH, length)

@@ -111,7 +111,8 @@ pub async fn open(
         });
         return Some(text("file", warp::hyper::Body::wrap_stream(chunks)));
     }
-    let url = format!("http://{}/api/v1/jobs/{job}/logs?attempt={attempt}&local=1&follow=1", node_addr?);
+    let base = peer.config.url(node_addr?);
+    let url = format!("{base}/api/v1/jobs/{job}/logs?attempt={attempt}&local=1&follow=1");
     proxy(peer, url).await
 }
 

@@ -48,7 +48,7 @@ where
         Err(MemberError::NotLeader) => {
             let leader = peer.metrics().current_leader.filter(|&l| l != peer.id);
             let address = leader.and_then(|l| peer.peer_address(l)).ok_or(MemberError::NotLeader)?;
-            let url = format!("http://{address}{path}");
+            let url = format!("{}{path}", peer.config.url(&address));
             let answer = peer
                 .http
                 .request(method, &url)

@@ -340,7 +340,7 @@ async fn logs(
     } else if local_only {
         return Err(ApiError::NotFound(format!("job {id} attempt {number} did not run on peer {}", peer.id)));
     } else if let Some(addr) = node_addr {
-        let url = format!("http://{addr}/api/v1/jobs/{id}/logs?attempt={number}&local=1");
+        let url = format!("{}/api/v1/jobs/{id}/logs?attempt={number}&local=1", peer.config.url(&addr));
         if let Some(response) = follow::proxy(&peer, url).await {
             return Ok(response);
         }
@@ -405,7 +405,7 @@ async fn nodes(peer: Arc<Peer>) -> Result<Response, ApiError> {
             (applied.funnel.nodes().get(&id).cloned(), applied.funnel.used(id))
         };
         async move {
-            let url = format!("http://{address}");
+            let url = peer.config.url(&address);
             let view = if id == peer.id {
                 Some(me)
             } else {
@@ -634,14 +634,27 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     Ok(error.into_response())
 }
 
-/// Binds `addr` and serves until `shutdown` resolves.
+/// Binds `addr` and serves until `shutdown` resolves: plain HTTP, or HTTPS
+/// when `tls` is given (see [`crate::tls::incoming`]).
 ///
 /// # Errors
 /// The bind error (address in use, permission).
 pub fn serve(
     peer: Arc<Peer>,
     addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(SocketAddr, impl std::future::Future<Output = ()>), warp::Error> {
-    warp::serve(routes(peer)).try_bind_with_graceful_shutdown(addr, shutdown)
+) -> Result<(SocketAddr, futures::future::BoxFuture<'static, ()>), std::io::Error> {
+    let server = warp::serve(routes(peer));
+    let Some(tls) = tls else {
+        let (bound, running) =
+            server.try_bind_with_graceful_shutdown(addr, shutdown).map_err(std::io::Error::other)?;
+        return Ok((bound, Box::pin(running)));
+    };
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let bound = listener.local_addr()?;
+    let running = server.serve_incoming_with_graceful_shutdown(crate::tls::incoming(listener, tls), shutdown);
+    Ok((bound, Box::pin(running)))
 }

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{decode, encode, NodeId, TypeConfig};
+use crate::tls::Trust;
 
 /// Path prefix of the Raft RPC routes on every peer.
 pub const RAFT_PATH: &str = "raft";
@@ -24,12 +25,16 @@ pub const RAFT_PATH: &str = "raft";
 /// connections are pooled and reused across openraft's reconnects.
 pub struct HttpNetworkFactory {
     token: String,
+    /// `http` or `https`, as every peer of the cluster serves.
+    scheme: &'static str,
+    /// The cluster CA, when peers serve https.
+    trust: Trust,
     clients: BTreeMap<NodeId, reqwest::Client>,
 }
 
 impl HttpNetworkFactory {
-    pub fn new(token: String) -> HttpNetworkFactory {
-        HttpNetworkFactory { token, clients: BTreeMap::new() }
+    pub fn new(token: String, scheme: &'static str, trust: Trust) -> HttpNetworkFactory {
+        HttpNetworkFactory { token, scheme, trust, clients: BTreeMap::new() }
     }
 }
 
@@ -37,11 +42,13 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConnection {
+        let trust = &self.trust;
         let http = self
             .clients
             .entry(target)
             .or_insert_with(|| {
-                reqwest::Client::builder()
+                trust
+                    .peers_only(reqwest::Client::builder())
                     .connect_timeout(Duration::from_millis(500))
                     .tcp_nodelay(true)
                     .pool_max_idle_per_host(4)
@@ -51,7 +58,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
             .clone();
         PeerConnection {
             target,
-            base: format!("http://{}/{RAFT_PATH}", node.addr),
+            base: format!("{}://{}/{RAFT_PATH}", self.scheme, node.addr),
             http,
             token: self.token.clone(),
         }

@@ -73,7 +73,11 @@ impl Artifacts {
     ///
     /// # Errors
     /// [`ArtifactError::Io`] when the cache directory is unusable.
-    pub fn open(config: &ClusterConfig, data_dir: &Path) -> Result<Artifacts, ArtifactError> {
+    pub fn open(
+        config: &ClusterConfig,
+        data_dir: &Path,
+        trust: &crate::tls::Trust,
+    ) -> Result<Artifacts, ArtifactError> {
         let cache =
             cache::Cache::open(&store::cache_dir(data_dir), config.artifact_cache_mb.saturating_mul(MIB))
                 .map_err(|e| ArtifactError::io("cannot open the artifact cache", e))?;
@@ -83,6 +87,8 @@ impl Artifacts {
             fetcher: fetch::Fetcher::new(
                 config.artifact_max_mb.saturating_mul(MIB),
                 config.artifact_fetch_timeout,
+                config.scheme(),
+                trust,
             )?,
             limits: UnpackLimits {
                 max_entries: config.artifact_max_entries,

@@ -10,6 +10,7 @@
 //!   that turns a job into a [`process::ProcessSpec`].
 //! - [`worker`]: the per-peer loop, lease and heartbeats, reports.
 //! - [`guard`]: the fencing process that kills jobs whose lease expired.
+//! - [`user`]: `run_as`, jobs as an unprivileged user.
 
 pub mod artifact;
 pub mod guard;
@@ -17,6 +18,7 @@ pub mod hadoop;
 pub mod luigi;
 pub mod process;
 pub mod shell;
+pub mod user;
 pub mod worker;
 
 use std::path::Path;
@@ -83,6 +85,7 @@ impl<'a> Launch<'a> {
             cwd: self.dir.to_path_buf(),
             log_path: self.log.to_path_buf(),
             timeout: self.job.spec.timeout_ms.map(Duration::from_millis),
+            run_as: None,
         }
     }
 }

@@ -26,6 +26,9 @@ pub struct ProcessSpec {
     pub cwd: PathBuf,
     pub log_path: PathBuf,
     pub timeout: Option<Duration>,
+    /// Run as this user instead of the peer's own (`run_as`); its
+    /// `USER`/`LOGNAME`/`HOME` come before `env`.
+    pub run_as: Option<super::user::RunAs>,
 }
 
 /// Why the worker stops an attempt from outside.
@@ -97,6 +100,9 @@ pub async fn run(
         Err(e) => return finish(Termination::SpawnFailed(format!("cannot open log: {e}")), String::new()),
     };
     let mut command = tokio::process::Command::new(&spec.program);
+    if let Some(user) = &spec.run_as {
+        command.envs(user.env());
+    }
     command
         .args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -106,10 +112,13 @@ pub async fn run(
         .stderr(log_err)
         .process_group(0)
         .kill_on_drop(false);
-    // No pre_exec hook on purpose: without one the standard library spawns
-    // with posix_spawn (vfork-like) instead of fork, which matters for a
-    // peer holding a large funnel in memory. Jobs of a dead worker are
-    // killed by the guard within 50 ms instead.
+    // No pre_exec hook unless run_as needs one: without one the standard
+    // library spawns with posix_spawn (vfork-like) instead of fork, which
+    // matters for a peer holding a large funnel in memory. Jobs of a dead
+    // worker are killed by the guard within 50 ms instead.
+    if let Some(user) = &spec.run_as {
+        user.apply(&mut command);
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -205,6 +214,7 @@ mod tests {
             cwd: dir.to_path_buf(),
             log_path: dir.join("out.log"),
             timeout,
+            run_as: None,
         }
     }
 

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use super::artifact::{Artifacts, Entry};
 use super::guard::FenceDir;
 use super::process::{self, KillReason, Termination};
+use super::user::RunAs;
 use super::{hadoop, luigi, shell, Launch};
 use crate::config::{ClusterConfig, PeerConfig};
 use crate::node::{now_millis, Heartbeat, HeartbeatReply, Peer};
@@ -84,13 +85,26 @@ pub async fn run_worker(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) {
     }
     // Whatever a previous run of this peer left behind dies before we
     // announce a new incarnation (which requeues those attempts elsewhere).
-    let artifacts = match Artifacts::open(&peer.config, &me.data_dir) {
+    let artifacts = match Artifacts::open(&peer.config, &me.data_dir, &peer.trust) {
         Ok(a) => Arc::new(a),
         Err(e) => {
             tracing::error!("worker disabled: {e}");
             return;
         }
     };
+    let run_as = match RunAs::for_peer(&peer.config, &me) {
+        Ok(run_as) => run_as,
+        Err(e) => {
+            tracing::error!("worker disabled: {e}");
+            return;
+        }
+    };
+    if run_as.is_some() {
+        if let Err(e) = RunAs::close_data_dir(&me.data_dir) {
+            tracing::error!("worker disabled: cannot close the data dir to jobs: {e}");
+            return;
+        }
+    }
     let killed = dirs.fence.kill_all();
     if killed > 0 {
         tracing::warn!("killed {killed} job process group(s) left by a previous run");
@@ -135,6 +149,7 @@ pub async fn run_worker(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) {
         done: done_tx,
         artifacts,
         config: peer.config.clone(),
+        run_as,
     };
     let mut attempt_tasks = JoinSet::new();
     let mut applied = peer.state.subscribe();
@@ -511,6 +526,27 @@ struct AttemptContext {
     done: mpsc::UnboundedSender<(JobId, u32)>,
     artifacts: Arc<Artifacts>,
     config: Arc<ClusterConfig>,
+    /// The user jobs run as, when not the peer's own.
+    run_as: Option<RunAs>,
+}
+
+/// With `run_as`, hands the prepared attempt directory (and the unpacked
+/// artifact in it) to the job's user and makes the process switch to it.
+async fn as_job_user(
+    launched: Result<(RunnerKind, process::ProcessSpec), Termination>,
+    ctx: &AttemptContext,
+    dir: &std::path::Path,
+) -> Result<(RunnerKind, process::ProcessSpec), Termination> {
+    let (kind, mut spec) = launched?;
+    let Some(user) = &ctx.run_as else { return Ok((kind, spec)) };
+    let (owner, path) = (user.clone(), dir.to_path_buf());
+    match tokio::task::spawn_blocking(move || owner.give(&path)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Termination::SpawnFailed(e.to_string())),
+        Err(e) => return Err(Termination::SpawnFailed(format!("cannot prepare {}: {e}", dir.display()))),
+    }
+    spec.run_as = Some(user.clone());
+    Ok((kind, spec))
 }
 
 /// Gets the attempt ready to spawn: the artifact fetched, verified and
@@ -577,24 +613,28 @@ async fn run_attempt(
     let mut runner = None;
     let result = match prepared {
         Err(e) => not_started(Termination::SpawnFailed(format!("cannot prepare {}: {e}", cwd.display()))),
-        Ok(()) => match launch(&job, attempt, &holders, &ctx, &cwd, &log, &mut kill).await {
-            Err(termination) => not_started(termination),
-            Ok((kind, spec)) => {
-                runner = Some(kind);
-                let mut spawned_pgid = None;
-                let result = process::run(&spec, kill, |pgid| {
-                    ctx.fence.register(pgid);
-                    spawned_pgid = Some(pgid);
-                    let started = Command::Started { job: job.id, attempt, node, runner: kind };
-                    let _ = ctx.reports.send(Report::transient(started));
-                })
-                .await;
-                if let Some(pgid) = spawned_pgid {
-                    ctx.fence.unregister(pgid);
+        Ok(()) => {
+            match as_job_user(launch(&job, attempt, &holders, &ctx, &cwd, &log, &mut kill).await, &ctx, &cwd)
+                .await
+            {
+                Err(termination) => not_started(termination),
+                Ok((kind, spec)) => {
+                    runner = Some(kind);
+                    let mut spawned_pgid = None;
+                    let result = process::run(&spec, kill, |pgid| {
+                        ctx.fence.register(pgid);
+                        spawned_pgid = Some(pgid);
+                        let started = Command::Started { job: job.id, attempt, node, runner: kind };
+                        let _ = ctx.reports.send(Report::transient(started));
+                    })
+                    .await;
+                    if let Some(pgid) = spawned_pgid {
+                        ctx.fence.unregister(pgid);
+                    }
+                    result
                 }
-                result
             }
-        },
+        }
     };
     let lease = &ctx.lease;
     let duration_ms = result.duration.as_millis() as u64;

@@ -46,6 +46,8 @@ pub struct TestCluster {
     /// Peers listed in the cluster file; ids above it joined at runtime
     /// and are started with `--address`/`--data-dir`.
     configured: usize,
+    /// The CA clients trust, when the peers serve https.
+    pub ca: Option<PathBuf>,
 }
 
 /// Network namespaces made by a test: one per peer, each with a veth into a
@@ -158,11 +160,22 @@ pub struct ClusterSpec {
     pub netns: bool,
     /// Environment added to every peer process (and so to its jobs).
     pub env: Vec<(String, String)>,
+    /// Serve https with a CA and certificate made by `sgnode tls gen` at
+    /// start (never a committed key).
+    pub tls: bool,
 }
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        ClusterSpec { voters: 3, learners: 0, extra: String::new(), slots: 2, netns: false, env: Vec::new() }
+        ClusterSpec {
+            voters: 3,
+            learners: 0,
+            extra: String::new(),
+            slots: 2,
+            netns: false,
+            env: Vec::new(),
+            tls: false,
+        }
     }
 }
 
@@ -178,11 +191,26 @@ impl TestCluster {
              [raft]\nheartbeat_ms = 100\nelection_min_ms = 600\nelection_max_ms = 1000\n",
             spec.extra
         );
-        for (i, port) in ports.iter().enumerate() {
-            let address = match &net {
+        let addresses: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| match &net {
                 Some(net) => net.address(i + 1),
                 None => format!("127.0.0.1:{port}"),
-            };
+            })
+            .collect();
+        let ca = spec.tls.then(|| {
+            let out = dir.path().join("tls");
+            let hosts: Vec<&str> = addresses.iter().filter_map(|a| a.split(':').next()).collect();
+            let (code, stdout, stderr) = cli(
+                &["tls", "gen", "--out", out.to_str().expect("utf-8 path"), "--peers", &hosts.join(",")],
+                dir.path(),
+            );
+            assert_eq!(code, 0, "sgnode tls gen: {stdout}{stderr}");
+            text.push_str("\n[tls]\ncert = \"tls/peer.pem\"\nkey = \"tls/peer.key\"\nca = \"tls/ca.pem\"\n");
+            out.join("ca.pem")
+        });
+        for (i, address) in addresses.iter().enumerate() {
             text.push_str(&format!(
                 "\n[[peer]]\nid = {}\naddress = \"{address}\"\ndata_dir = \"peer{}\"\nvoter = {}\nslots = {}\n",
                 i + 1,
@@ -201,6 +229,7 @@ impl TestCluster {
             net,
             env: spec.env,
             configured: total,
+            ca,
         };
         for id in 1..=total as u64 {
             cluster.start_peer(id);
@@ -224,14 +253,22 @@ impl TestCluster {
     }
 
     pub fn url(&self, id: u64) -> String {
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
         match &self.net {
-            Some(net) => format!("http://{}", net.address(id as usize)),
-            None => format!("http://127.0.0.1:{}", self.ports[(id - 1) as usize]),
+            Some(net) => format!("{scheme}://{}", net.address(id as usize)),
+            None => format!("{scheme}://127.0.0.1:{}", self.ports[(id - 1) as usize]),
         }
     }
 
     pub fn client(&self, id: u64) -> Client {
-        Client::new(&self.url(id), Some(TOKEN.to_string()))
+        match &self.ca {
+            Some(ca) => {
+                let trust = sgnode::tls::Trust::load(ca).expect("the test CA loads");
+                Client::with_trust(&self.url(id), Some(TOKEN.to_string()), Duration::from_secs(30), &trust)
+                    .expect("https client")
+            }
+            None => Client::new(&self.url(id), Some(TOKEN.to_string())),
+        }
     }
 
     pub fn log_path(&self, id: u64) -> PathBuf {
@@ -398,6 +435,7 @@ pub fn cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
         // The test clusters' peer token: reads need a token too (`--token`
         // on the command line wins).
         .env("SGNODE_TOKEN", TOKEN)
+        .env_remove("SGNODE_CA")
         .output()
         .expect("run sgnode");
     (

@@ -110,19 +110,29 @@ pub struct Fetcher {
     pub max_bytes: u64,
     /// Bound on one whole fetch.
     pub timeout: Duration,
+    /// `http` or `https`: how the cluster's peers serve their stores.
+    pub scheme: &'static str,
 }
 
 impl Fetcher {
-    /// A fetcher with its own HTTP client (connect timeout 10 s).
+    /// A fetcher with its own HTTP client (connect timeout 10 s) that trusts
+    /// the public roots and the cluster CA (artifact URLs may point anywhere,
+    /// store copies come from peers), reaching peers over `scheme`.
     ///
     /// # Errors
     /// When the TLS backend cannot be initialised.
-    pub fn new(max_bytes: u64, timeout: Duration) -> Result<Fetcher, ArtifactError> {
-        let http = reqwest::Client::builder()
+    pub fn new(
+        max_bytes: u64,
+        timeout: Duration,
+        scheme: &'static str,
+        trust: &crate::tls::Trust,
+    ) -> Result<Fetcher, ArtifactError> {
+        let http = trust
+            .with_public_roots(reqwest::Client::builder())
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| ArtifactError::Fetch(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Fetcher { http, max_bytes, timeout })
+        Ok(Fetcher { http, max_bytes, timeout, scheme })
     }
 
     /// Downloads `url` (http, https or file) into `dest`, verified.
@@ -226,7 +236,7 @@ impl Fetcher {
         }
         let mut failures = Vec::new();
         for (id, addr) in holders {
-            let url = format!("http://{addr}/api/v1/artifacts/{hash}");
+            let url = format!("{}://{addr}/api/v1/artifacts/{hash}", self.scheme);
             let _ = tokio::fs::remove_file(dest).await;
             match tokio::time::timeout(self.timeout, self.http(&url, Some(token), hash, dest)).await {
                 Ok(Ok(size)) => return Ok(size),
