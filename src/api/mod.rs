@@ -32,7 +32,7 @@ use warp::{Filter, Rejection, Reply};
 pub use self::error::ApiError;
 use self::views::*;
 use crate::node::{ForwardedWrite, Peer};
-use crate::queue::{Command, HistoryQuery, JobState, Outcome, RequestRef};
+use crate::queue::{Command, HistoryQuery, JobSpec, JobState, Outcome, RequestRef};
 use crate::raft::{decode, encode};
 
 /// Largest client request body.
@@ -72,7 +72,7 @@ fn gate(authority: Arc<auth::Authority>) -> impl Filter<Extract = (), Error = Re
         .untuple_one()
 }
 
-fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
@@ -99,6 +99,53 @@ fn submit_outcome(outcome: Outcome) -> Result<SubmitResponse, ApiError> {
     }
 }
 
+/// Turns submit requests into specs, each validated on its own so that a
+/// bad job in a batch refuses only itself.
+fn checked_specs(jobs: Vec<SubmitRequest>) -> Vec<Result<JobSpec, ApiError>> {
+    jobs.into_iter()
+        .map(|job| {
+            let spec = JobSpec::from(job);
+            spec.validate().map(|()| spec).map_err(ApiError::Funnel)
+        })
+        .collect()
+}
+
+/// Parses the body of `POST /api/v1/jobs/batch`, bounding its length.
+fn parse_batch(body: &[u8]) -> Result<BatchSubmitRequest, ApiError> {
+    let request: BatchSubmitRequest = parse_json(body)?;
+    if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH_JOBS {
+        return Err(ApiError::BadRequest(format!(
+            "field `jobs` must hold 1 to {MAX_BATCH_JOBS} jobs, got {}",
+            request.jobs.len()
+        )));
+    }
+    Ok(request)
+}
+
+/// Entry points for the fuzz targets in `fuzz/`: the submit handlers' body
+/// parsing and validation, run without a peer. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{checked_specs, parse_batch, parse_json, ApiError, JobSpec, SubmitRequest};
+
+    /// `POST /api/v1/jobs`: the body as the one checked spec it holds.
+    ///
+    /// # Errors
+    /// [`ApiError::BadRequest`] when the body is not a submit request.
+    pub fn submit_body(body: &[u8]) -> Result<Vec<Result<JobSpec, ApiError>>, ApiError> {
+        Ok(checked_specs(vec![parse_json::<SubmitRequest>(body)?]))
+    }
+
+    /// `POST /api/v1/jobs/batch`: one checked spec per job, in order.
+    ///
+    /// # Errors
+    /// [`ApiError::BadRequest`] when the body is not a batch of 1 to
+    /// `MAX_BATCH_JOBS` submit requests.
+    pub fn batch_body(body: &[u8]) -> Result<Vec<Result<JobSpec, ApiError>>, ApiError> {
+        Ok(checked_specs(parse_batch(body)?.jobs))
+    }
+}
+
 /// Validates the jobs (a bad job costs no log entry), proposes the valid
 /// ones as one write, and returns one result per job, in order.
 async fn execute_submits(
@@ -109,15 +156,14 @@ async fn execute_submits(
     let request_id = request_id(rid)?;
     let mut commands = Vec::new();
     let mut checked = Vec::new();
-    for (index, job) in jobs.into_iter().enumerate() {
-        let spec: crate::queue::JobSpec = job.into();
-        match spec.validate() {
-            Ok(()) => {
+    for (index, spec) in checked_specs(jobs).into_iter().enumerate() {
+        match spec {
+            Ok(spec) => {
                 let request = Some(RequestRef { request_id, index: index as u32 });
                 commands.push(Command::Submit { request, spec });
                 checked.push(None);
             }
-            Err(e) => checked.push(Some(ApiError::Funnel(e))),
+            Err(e) => checked.push(Some(e)),
         }
     }
     let mut outcomes =
@@ -145,13 +191,7 @@ async fn submit(peer: Arc<Peer>, rid: Option<String>, body: Bytes) -> Result<Res
 }
 
 async fn submit_batch(peer: Arc<Peer>, rid: Option<String>, body: Bytes) -> Result<Response, ApiError> {
-    let request: BatchSubmitRequest = parse_json(&body)?;
-    if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH_JOBS {
-        return Err(ApiError::BadRequest(format!(
-            "field `jobs` must hold 1 to {MAX_BATCH_JOBS} jobs, got {}",
-            request.jobs.len()
-        )));
-    }
+    let request = parse_batch(&body)?;
     let results = execute_submits(&peer, rid.as_deref(), request.jobs)
         .await?
         .into_iter()

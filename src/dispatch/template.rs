@@ -46,6 +46,10 @@ struct Shift {
     unit: char,
 }
 
+/// Largest shift amount, in its unit: 100,000 weeks stay far inside both
+/// chrono's range and `i64` arithmetic.
+const MAX_SHIFT: i64 = 100_000;
+
 fn parse_shift(text: &str) -> Result<Shift, String> {
     let (sign, rest) = match text.as_bytes().first() {
         Some(b'+') => (1, &text[1..]),
@@ -57,13 +61,17 @@ fn parse_shift(text: &str) -> Result<Shift, String> {
     if !matches!(unit, 's' | 'm' | 'h' | 'd' | 'w') {
         return Err(format!("shift {text:?}: unit must be one of s, m, h, d, w"));
     }
-    let digits = &rest[..rest.len() - 1];
-    let amount: i64 =
-        digits.trim().parse().map_err(|_| format!("shift {text:?}: {digits:?} is not a number"))?;
-    if amount > 100_000 {
-        return Err(format!("shift {text:?} is too large"));
+    let digits = rest[..rest.len() - 1].trim();
+    // Digits only, bounded: a second sign (`+-9223372036854775808w`) would
+    // otherwise reach the sign flip and the unit scaling below, which
+    // overflow (and `TimeDelta::seconds` panics out of its range).
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("shift {text:?}: {digits:?} is not a number"));
     }
-    Ok(Shift { amount: sign * amount, unit })
+    match digits.parse::<i64>() {
+        Ok(amount) if amount <= MAX_SHIFT => Ok(Shift { amount: sign * amount, unit }),
+        _ => Err(format!("shift {text:?} is too large (at most {MAX_SHIFT})")),
+    }
 }
 
 fn shift_time(time: DateTime<Tz>, shift: Shift) -> Result<DateTime<Tz>, String> {
@@ -280,5 +288,28 @@ mod tests {
         let e = render_spec(&spec, &ctx).unwrap_err();
         assert_eq!(e.field, "command[1]");
         assert!(parse_zone("Mars/Olympus").unwrap_err().contains("IANA"));
+    }
+
+    /// Found by `fuzz/cron_template`: a signed amount after the shift's
+    /// own sign overflowed the sign flip or the unit scaling (a panic in
+    /// debug builds, a wrong time or a `TimeDelta` panic in release).
+    #[test]
+    fn signed_or_huge_shift_amounts_are_errors_not_overflows() {
+        let params = BTreeMap::from([("day".to_string(), "2026-01-01".to_string())]);
+        let ctx = ctx_at("UTC", "2026-12-04T10:00:00Z", &params);
+        for text in [
+            "{{date+-9223372036854775808w}}",
+            "{{date--9223372036854775808d}}",
+            "{{date+-9000000000000000h}}",
+            "{{date+-9000000000000000000s}}",
+            "{{day--9223372036854775808w}}",
+            "{{date-+1d}}",
+            "{{date+99999999999999999999d}}",
+        ] {
+            assert!(render_str(text, &ctx).is_err(), "{text} should be refused");
+        }
+        assert!(render_str("{{date-100001d}}", &ctx).unwrap_err().contains("too large"));
+        assert_eq!(render_str("{{ day - 100000d }}", &ctx).unwrap(), "1752-03-18");
+        assert_eq!(render_str("{{date+ 2 d}}", &ctx).unwrap(), "2026-12-06");
     }
 }
