@@ -276,8 +276,9 @@ impl Client {
     }
 
     /// An attempt's log (the latest attempt when `attempt` is None), and
-    /// where it came from: `file` or `peer` (complete), or `tail` (the last
-    /// 64 KiB kept in the replicated record, when the worker is gone).
+    /// where it came from: `file`, `peer` or `shared` (complete; `shared` is
+    /// the copy in `shared_log_dir`), or `tail` (the last 64 KiB kept in the
+    /// replicated record, when the worker is gone).
     ///
     /// # Errors
     /// `not_found` for an unknown job or attempt; `unavailable` while the

@@ -106,6 +106,13 @@ pub struct ClusterConfig {
     /// A peer's own `run_as` overrides it. Absent: jobs run as the peer.
     #[serde(default)]
     pub run_as: Option<String>,
+    /// A directory every peer can read and write (e.g. an NFS mount): when
+    /// set, each worker copies an attempt's full log there as the attempt
+    /// ends, and `logs` on any peer reads it from there once the worker that
+    /// ran it is gone. Unset (the default): only the replicated tail outlives
+    /// the worker. Relative paths are resolved like `data_dir`.
+    #[serde(default)]
+    pub shared_log_dir: Option<PathBuf>,
     /// Raft timing; defaults are tuned for a loaded 2-core machine with fsyncs.
     #[serde(default)]
     pub raft: RaftTiming,
@@ -337,6 +344,9 @@ impl ClusterConfig {
             resolve(&mut tls.key);
             resolve(&mut tls.ca);
         }
+        if let Some(dir) = config.shared_log_dir.as_mut().filter(|d| d.is_relative()) {
+            *dir = base.join(&*dir);
+        }
         Ok(config)
     }
 
@@ -454,6 +464,11 @@ impl ClusterConfig {
         if self.hadoop_bin.is_empty() || self.python_bin.is_empty() {
             return Err(ConfigError::Invalid("hadoop_bin and python_bin must not be empty".into()));
         }
+        if self.shared_log_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(ConfigError::Invalid(
+                "shared_log_dir must not be empty (leave it out to disable)".into(),
+            ));
+        }
         if self.max_queued == 0 {
             return Err(ConfigError::Invalid("max_queued must be at least 1".into()));
         }
@@ -556,6 +571,20 @@ mod tests {
         assert_eq!(config.dedup_window, Duration::from_secs(3600));
         assert_eq!(config.artifact_cache_mb, 2048);
         assert_eq!((config.hadoop_bin.as_str(), config.python_bin.as_str()), ("hadoop", "python3"));
+        assert_eq!(config.shared_log_dir, None, "off unless configured");
+    }
+
+    #[test]
+    fn shared_log_dir_is_resolved_against_the_cluster_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("cluster.toml");
+        let text =
+            "shared_log_dir = \"nfs/logs\"\n[[peer]]\nid = 1\naddress = \"127.0.0.1:1\"\ndata_dir = \"d\"\n";
+        std::fs::write(&path, text).expect("write cluster file");
+        let config = ClusterConfig::load(&path).expect("loads");
+        assert_eq!(config.shared_log_dir, Some(dir.path().join("nfs/logs")));
+        let empty = "shared_log_dir = \"\"\n[[peer]]\nid = 1\naddress = \"127.0.0.1:1\"\ndata_dir = \"d\"\n";
+        assert!(ClusterConfig::parse(empty).unwrap_err().to_string().contains("shared_log_dir"));
     }
 
     #[test]

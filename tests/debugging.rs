@@ -1,7 +1,8 @@
 //! Debugging from any peer, on real 3-peer clusters: `/metrics` (parsed by
 //! a Prometheus parser, counters moving as jobs run), `logs --follow`
 //! streaming from a peer that does not run the job, the web dashboard in
-//! real headless Chromium, and history filters with cursor paging.
+//! real headless Chromium, history filters with cursor paging, and full
+//! logs from `shared_log_dir` after the worker that ran the job died.
 
 mod util;
 
@@ -426,4 +427,47 @@ fn ids(response: &sgnode::api::views::BatchSubmitResponse) -> Vec<String> {
             BatchItem::Err(e) => panic!("refused: {:?}", e.error),
         })
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_log_dir_serves_the_full_log_after_its_worker_is_killed() {
+    // Relative: resolved against the cluster file's (temp) directory, which
+    // all three peers share.
+    let spec = ClusterSpec { extra: "shared_log_dir = \"shared-logs\"".into(), ..ClusterSpec::default() };
+    let mut cluster = TestCluster::start(spec);
+    cluster.wait_leader().await;
+    // ~250 KB of output: far more than the 64 KiB tail the job record keeps.
+    let lines = 20_000;
+    let job = shell(
+        "chatty",
+        &format!("echo to-stderr >&2; i=0; while [ $i -lt {lines} ]; do echo \"line $i\"; i=$((i+1)); done"),
+    );
+    let id = cluster.client(1).submit(&job, 1).await.expect("submit").id;
+    let ended = wait_terminal(&cluster, 1, &id, Duration::from_secs(60)).await;
+    assert_eq!(ended.state, JobState::Succeeded);
+    let worker = ended.attempts.last().expect("an attempt").node;
+    let via = cluster.follower_of(worker);
+    // The reader's replica must know the attempt ended before the worker dies.
+    wait_terminal(&cluster, via, &id, Duration::from_secs(15)).await;
+
+    cluster.kill(worker);
+    let (code, out, err) = cli(&["logs", &id, "--url", &cluster.url(via)], cluster.dir.path());
+    assert_eq!(code, 0, "sgnode logs: {err}");
+    assert!(!err.contains("last 64 KiB"), "not marked as a tail: {err}");
+    let mut expected = vec!["to-stderr".to_string()];
+    expected.extend((0..lines).map(|i| format!("line {i}")));
+    let got: Vec<&str> = out.lines().collect();
+    assert_eq!(got.len(), expected.len(), "every line of stdout and stderr");
+    assert!(got.iter().zip(&expected).all(|(a, b)| a == b), "every line, in order");
+    let (source, _) = cluster.client(via).logs(&id, None).await.expect("logs via the API");
+    assert_eq!(source, "shared");
+
+    // Only the renamed copy is there: no temporary file left behind.
+    let job_dir = cluster.dir.path().join("shared-logs").join(&id);
+    let names: Vec<String> = std::fs::read_dir(&job_dir)
+        .expect("the job's shared log dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["1.log".to_string()]);
 }

@@ -321,8 +321,15 @@ fn file_body(file: tokio::fs::File) -> warp::hyper::Body {
     warp::hyper::Body::wrap_stream(chunks)
 }
 
-/// An attempt's log: from this peer's disk if it ran here, else fetched
-/// from the peer that ran it, else the tail kept in the replicated record.
+/// Where this peer keeps the log of an attempt it ran.
+fn local_log(peer: &Peer, job: crate::queue::JobId, attempt: u32) -> std::path::PathBuf {
+    let data_dir = peer.config.peer(peer.id).map(|p| p.data_dir.clone()).unwrap_or_default();
+    crate::runner::worker::log_path(&data_dir, job, attempt)
+}
+
+/// An attempt's log: from this peer's disk if it ran here, else (once the
+/// attempt ended) from `shared_log_dir` when configured, else fetched from
+/// the peer that ran it, else the tail kept in the replicated record.
 async fn logs(
     peer: Arc<Peer>,
     raw_id: String,
@@ -359,18 +366,24 @@ async fn logs(
         ((attempt.number, attempt.node), addr, tail)
     };
     let (number, node) = attempt;
+    // An ended attempt's full log may sit in the shared log dir: complete
+    // (it is renamed into place before the end is reported) and readable
+    // without the worker, which may be gone or cut off.
+    if let (Some(dir), true, false) = (&peer.config.shared_log_dir, tail.is_some(), local_only) {
+        let ran_here_and_kept = node == peer.id && local_log(&peer, id, number).exists();
+        if !ran_here_and_kept {
+            if let Ok(file) = tokio::fs::File::open(crate::runner::shared_log::path(dir, id, number)).await {
+                return Ok(text("shared", file_body(file)));
+            }
+        }
+    }
     if follow {
         if let Some(response) = follow::open(&peer, id, number, node, node_addr.as_deref()).await {
             return Ok(response);
         }
     }
     if node == peer.id {
-        let path = crate::runner::worker::log_path(
-            &peer.config.peer(peer.id).map(|p| p.data_dir.clone()).unwrap_or_default(),
-            id,
-            number,
-        );
-        match tokio::fs::File::open(&path).await {
+        match tokio::fs::File::open(local_log(&peer, id, number)).await {
             Ok(file) => return Ok(text("file", file_body(file))),
             Err(_) if local_only => {
                 return Err(ApiError::NotFound(format!("no log file for job {id} attempt {number} here")))

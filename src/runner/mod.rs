@@ -9,6 +9,7 @@
 //! - [`shell`], [`hadoop`], [`luigi`]: the runners, each a small adapter
 //!   that turns a job into a [`process::ProcessSpec`].
 //! - [`worker`]: the per-peer loop, lease and heartbeats, reports.
+//! - [`shared_log`]: copies of finished attempts' logs in `shared_log_dir`.
 //! - [`guard`]: the fencing process that kills jobs whose lease expired.
 //! - [`user`]: `run_as`, jobs as an unprivileged user.
 
@@ -17,6 +18,7 @@ pub mod guard;
 pub mod hadoop;
 pub mod luigi;
 pub mod process;
+pub mod shared_log;
 pub mod shell;
 pub mod user;
 pub mod worker;

@@ -589,6 +589,40 @@ async fn launch(
     })
 }
 
+/// Longest the worker waits for the shared copy of a log before it
+/// reports the attempt's end anyway (a hung NFS mount must not hold a slot).
+const SHARED_COPY_WAIT: Duration = Duration::from_secs(10);
+
+/// Copies the attempt's log to the shared log directory before the end is
+/// reported, so that once any peer sees the attempt ended, the full log is
+/// already there. Failures are logged; the attempt's outcome is unchanged.
+async fn copy_to_shared(
+    log: &std::path::Path,
+    dir: &std::path::Path,
+    job: JobId,
+    attempt: u32,
+    node: NodeId,
+) {
+    if !log.exists() {
+        return; // nothing ran (e.g. the artifact could not be fetched)
+    }
+    let (log, dir) = (log.to_path_buf(), dir.to_path_buf());
+    let copy = tokio::task::spawn_blocking(move || super::shared_log::copy(&log, &dir, job, attempt, node));
+    match tokio::time::timeout(SHARED_COPY_WAIT, copy).await {
+        Ok(Ok(Ok(_))) => {}
+        Ok(Ok(Err(e))) => {
+            tracing::warn!("cannot copy the log of job {job} attempt {attempt} to the shared log dir: {e}")
+        }
+        Ok(Err(e)) => tracing::warn!("copying the log of job {job} attempt {attempt} failed: {e}"),
+        // The copy goes on in the background and lands atomically or not at all.
+        Err(_) => tracing::warn!(
+            "copying the log of job {job} attempt {attempt} to the shared log dir takes over {}s; reporting \
+             the end without waiting",
+            SHARED_COPY_WAIT.as_secs()
+        ),
+    }
+}
+
 async fn run_attempt(
     job: Job,
     attempt: u32,
@@ -716,6 +750,9 @@ async fn run_attempt(
             end.outcome = AttemptOutcome::Failed;
             end.reason = reason;
         }
+    }
+    if let Some(dir) = &ctx.config.shared_log_dir {
+        copy_to_shared(&log, dir, job.id, attempt, node).await;
     }
     let finished = Command::Finished { job: job.id, attempt, node, end };
     let _ = ctx.reports.send(Report::durable(finished, &ctx.pending_dir, &format!("{}-{attempt}", job.id)));
