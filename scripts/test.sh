@@ -8,7 +8,7 @@ if [ -z "${SGNODE_TEST_PYTHON:-}" ]; then
   SGNODE_TEST_PYTHON=$(scripts/python-env.sh)
   export SGNODE_TEST_PYTHON
 fi
-cargo test --locked --all-targets
+cargo test --locked --lib --tests
 # The demo on a private home and port range, stopped at the end.
 home=$(mktemp -d)
 SGNODE_HOME=$home SGNODE_BASE_PORT=${DEMO_BASE_PORT:-27100} DEMO_STOP=1 scripts/demo.sh

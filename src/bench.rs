@@ -2,6 +2,11 @@
 //! cluster. Each client sends one request at a time (one job, or a batch)
 //! and waits for the durable acknowledgement; clients are spread over the
 //! given peers so followers' forwarding is part of what is measured.
+//!
+//! `sgnode bench run` times execution on a running cluster, and
+//! `sgnode bench history` ([`history`]) a large history in-process.
+
+pub mod history;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -349,6 +349,9 @@ pub enum BenchCommand {
     Submit(crate::bench::SubmitBench),
     /// Run no-op jobs and report jobs started/s and submit-to-start latency.
     Run(crate::bench::RunBench),
+    /// Build a large finished history in-process (real apply path, sled in a
+    /// scratch dir) and time history pages, snapshots and retention Gc.
+    History(crate::bench::history::HistoryBench),
 }
 
 /// What a job asks of the cluster.
@@ -600,6 +603,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         CliCommand::Bench { which: BenchCommand::Submit(bench) } => bench.run().await,
         CliCommand::Bench { which: BenchCommand::Run(bench) } => bench.run().await,
+        CliCommand::Bench { which: BenchCommand::History(bench) } => bench.run().await,
         CliCommand::Artifact { which } => artifact::run(which).await,
         CliCommand::Tls { which: TlsCommand::Gen { out, peers } } => {
             let made = crate::tls::generate(&out, &peers)?;

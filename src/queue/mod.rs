@@ -9,6 +9,12 @@
 //! Persisted state is `meta` (settings, id counter, clock) plus the jobs; the
 //! other maps are indexes derived from the jobs and rebuilt on load, so they
 //! can never disagree with what is on disk.
+//!
+//! History queries never scan the whole history: filters by name, state,
+//! node and dedup key walk per-filter id indexes (intersected by
+//! leapfrogging from the newest id down), and time bounds become an id
+//! range by binary search, because `submitted_at` never decreases with the
+//! id. A page costs roughly its length times a few B-tree lookups.
 
 mod artifacts;
 mod dispatch;
@@ -16,6 +22,7 @@ mod exec;
 mod job;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 
 pub use dispatch::*;
 use exec::queue_key;
@@ -108,6 +115,14 @@ pub struct Funnel {
     /// Terminal jobs by (finished_at, id): retention GC pops from the front,
     /// so a Gc costs what it removes, not what the history holds (derived).
     finished: BTreeSet<(Millis, JobId)>,
+    /// History indexes (derived): job ids per name, per state, per node
+    /// that ran an attempt, and per hash of the dedup key (hashed so that
+    /// a million unique keys are not stored twice; matches are re-checked
+    /// against the job, so a collision never reaches a result).
+    by_name: BTreeMap<String, BTreeSet<JobId>>,
+    by_state: BTreeMap<JobState, BTreeSet<JobId>>,
+    by_node: BTreeMap<NodeId, BTreeSet<JobId>>,
+    by_dedup: BTreeSet<(u64, JobId)>,
     /// Schedules, induced definitions and dataset events.
     dispatch: Dispatch,
     /// Jobs changed since the storage adapter last drained them. Not state.
@@ -352,6 +367,19 @@ impl Funnel {
         if let Some(end) = job.finished_at {
             self.finished.insert((end, job.id));
         }
+        match self.by_name.get_mut(&job.spec.name) {
+            Some(ids) => {
+                ids.insert(job.id);
+            }
+            None => {
+                self.by_name.insert(job.spec.name.clone(), BTreeSet::from([job.id]));
+            }
+        }
+        self.by_state.entry(job.state).or_default().insert(job.id);
+        for attempt in &job.attempts {
+            self.by_node.entry(attempt.node).or_default().insert(job.id);
+        }
+        self.by_dedup.insert((key_hash(&job.dedup_key), job.id));
         if let (true, Some(attempt)) = (job.holds_capacity(), job.current()) {
             self.placed.entry(attempt.node).or_default().insert(job.id);
             let used = self.used.entry(attempt.node).or_default();
@@ -371,6 +399,12 @@ impl Funnel {
         if let Some(end) = job.finished_at {
             self.finished.remove(&(end, job.id));
         }
+        remove_id(&mut self.by_name, &job.spec.name, job.id);
+        remove_id(&mut self.by_state, &job.state, job.id);
+        for attempt in &job.attempts {
+            remove_id(&mut self.by_node, &attempt.node, job.id);
+        }
+        self.by_dedup.remove(&(key_hash(&job.dedup_key), job.id));
         if let (true, Some(attempt)) = (job.holds_capacity(), job.current()) {
             if let Some(set) = self.placed.get_mut(&attempt.node) {
                 set.remove(&job.id);
@@ -398,31 +432,148 @@ impl Funnel {
 
     /// History, newest first, filtered; stops after `limit` matches.
     ///
-    /// `submitted_at` never decreases with the id (the funnel's clock only
-    /// moves forward), so the scan stops at the first job older than `since`.
+    /// Cost: with no filter, `limit` steps; with filters, one leapfrog step
+    /// per id that is in every filter's index (a few B-tree seeks each), so
+    /// a page of a selective filter does not scan the jobs in between. Only
+    /// a combination of filters that are each broad but rarely hold together
+    /// (e.g. a common name on a busy node in a rare state) walks many ids.
     pub fn history(&self, query: &HistoryQuery) -> Vec<&Job> {
-        let upper = query.before.unwrap_or(JobId::MAX);
-        self.jobs
-            .range(..upper)
-            .rev()
-            .map(|(_, job)| job)
-            .take_while(|job| query.since.is_none_or(|s| job.submitted_at >= s))
-            .filter(|job| query.until.is_none_or(|u| job.submitted_at < u))
-            .filter(|job| query.node.is_none_or(|n| job.attempts.iter().any(|a| a.node == n)))
-            .filter(|job| query.name.as_ref().is_none_or(|n| &job.spec.name == n))
-            .filter(|job| query.state.is_none_or(|s| job.state == s))
-            .filter(|job| query.dedup_key.as_ref().is_none_or(|k| &job.dedup_key == k))
-            .take(query.limit)
-            .collect()
+        let mut upper = query.before.unwrap_or(JobId::MAX);
+        if let Some(until) = query.until {
+            upper = upper.min(self.first_submitted_at_or_after(until));
+        }
+        let lower = query.since.map_or(0, |since| self.first_submitted_at_or_after(since));
+        let mut sources = Vec::new();
+        if let Some(key) = &query.dedup_key {
+            sources.push((0, IdSource::Hashed(&self.by_dedup, key_hash(key))));
+        }
+        let indexed = [
+            query.name.as_ref().map(|n| self.by_name.get(n)),
+            query.state.map(|s| self.by_state.get(&s)),
+            query.node.map(|n| self.by_node.get(&n)),
+        ];
+        for index in indexed.into_iter().flatten() {
+            // A filter nobody matches: nothing to walk.
+            let Some(ids) = index else { return Vec::new() };
+            sources.push((ids.len(), IdSource::Ids(ids)));
+        }
+        // The smallest index leads (ties keep filter order: deterministic).
+        sources.sort_by_key(|(len, _)| *len);
+        let sources: Vec<IdSource<'_>> = sources.into_iter().map(|(_, s)| s).collect();
+        let matches = |job: &&Job| {
+            query.since.is_none_or(|s| job.submitted_at >= s)
+                && query.until.is_none_or(|u| job.submitted_at < u)
+                && query.node.is_none_or(|n| job.attempts.iter().any(|a| a.node == n))
+                && query.name.as_ref().is_none_or(|n| &job.spec.name == n)
+                && query.state.is_none_or(|s| job.state == s)
+                && query.dedup_key.as_ref().is_none_or(|k| &job.dedup_key == k)
+        };
+        if lower >= upper {
+            return Vec::new();
+        }
+        if sources.is_empty() {
+            return self
+                .jobs
+                .range(lower..upper)
+                .rev()
+                .map(|(_, job)| job)
+                .filter(matches)
+                .take(query.limit)
+                .collect();
+        }
+        let mut out = Vec::new();
+        let mut bound = upper;
+        while out.len() < query.limit {
+            let Some(id) = common_before(&sources, lower, bound) else { break };
+            bound = id;
+            if let Some(job) = self.jobs.get(&id).filter(matches) {
+                out.push(job);
+            }
+        }
+        out
     }
 
-    /// Counts by state.
-    pub fn stats(&self) -> FunnelStats {
-        let mut by_state = BTreeMap::new();
-        for job in self.jobs.values() {
-            *by_state.entry(job.state.as_str().to_string()).or_insert(0) += 1;
+    /// The smallest id whose job was submitted at or after `t` (`JobId::MAX`
+    /// when none): a binary search over ids, valid because the funnel's
+    /// clock never goes back, so `submitted_at` never decreases with the id.
+    fn first_submitted_at_or_after(&self, t: Millis) -> JobId {
+        let first_from = |x: JobId| self.jobs.range(x..).next().map(|(&id, job)| (id, job.submitted_at));
+        let (mut lo, mut hi) = (0, self.meta.next_id);
+        // Invariant: the answer's search key lies in [lo, hi]; hi = past all.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match first_from(mid) {
+                Some((_, at)) if at >= t => hi = mid,
+                _ => lo = mid + 1,
+            }
         }
+        first_from(lo).filter(|&(_, at)| at >= t).map_or(JobId::MAX, |(id, _)| id)
+    }
+
+    /// Counts by state, from the state index (cost: the number of states,
+    /// not of jobs: `/metrics` and `nodes` call this often).
+    pub fn stats(&self) -> FunnelStats {
+        let by_state =
+            self.by_state.iter().map(|(state, ids)| (state.as_str().to_string(), ids.len() as u64)).collect();
         FunnelStats { jobs: self.jobs.len() as u64, queued: self.queued.len() as u64, by_state }
+    }
+}
+
+/// Hash of a dedup key for the `by_dedup` index. Lookup only: results are
+/// checked against the job's key, so the hash function may differ between
+/// builds without changing any answer.
+fn key_hash(key: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Removes `id` from the set under `key`, dropping the set when it empties
+/// (so that, e.g., names that left the history leave the index too).
+fn remove_id<K: Ord>(index: &mut BTreeMap<K, BTreeSet<JobId>>, key: &K, id: JobId) {
+    if let Some(ids) = index.get_mut(key) {
+        ids.remove(&id);
+        if ids.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+/// One filter's candidate ids, in id order.
+enum IdSource<'a> {
+    Ids(&'a BTreeSet<JobId>),
+    /// The ids filed under one key hash.
+    Hashed(&'a BTreeSet<(u64, JobId)>, u64),
+}
+
+impl IdSource<'_> {
+    /// The largest id in `[lower, upper)`.
+    fn last_in(&self, lower: JobId, upper: JobId) -> Option<JobId> {
+        match self {
+            IdSource::Ids(ids) => ids.range(lower..upper).next_back().copied(),
+            IdSource::Hashed(set, hash) => {
+                set.range((*hash, lower)..(*hash, upper)).next_back().map(|&(_, id)| id)
+            }
+        }
+    }
+}
+
+/// The largest id in `[lower, upper)` present in every source (leapfrog:
+/// each source seeks to at most the current candidate until all agree).
+fn common_before(sources: &[IdSource<'_>], lower: JobId, upper: JobId) -> Option<JobId> {
+    let mut candidate = sources.first()?.last_in(lower, upper)?;
+    loop {
+        let mut moved = false;
+        for source in sources {
+            let id = source.last_in(lower, candidate + 1)?;
+            if id < candidate {
+                candidate = id;
+                moved = true;
+            }
+        }
+        if !moved {
+            return Some(candidate);
+        }
     }
 }
 

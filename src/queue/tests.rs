@@ -218,6 +218,113 @@ fn history_is_newest_first_with_filters_and_cursor() {
     assert_eq!(next.iter().map(|j| j.id).collect::<Vec<_>>(), vec![3, 1]);
 }
 
+/// History as a plain scan over every job: what the indexed query must equal.
+fn naive_history<'a>(f: &'a Funnel, q: &HistoryQuery) -> Vec<&'a Job> {
+    f.jobs
+        .values()
+        .rev()
+        .filter(|j| q.before.is_none_or(|b| j.id < b))
+        .filter(|j| q.since.is_none_or(|s| j.submitted_at >= s))
+        .filter(|j| q.until.is_none_or(|u| j.submitted_at < u))
+        .filter(|j| q.node.is_none_or(|n| j.attempts.iter().any(|a| a.node == n)))
+        .filter(|j| q.name.as_ref().is_none_or(|n| &j.spec.name == n))
+        .filter(|j| q.state.is_none_or(|s| j.state == s))
+        .filter(|j| q.dedup_key.as_ref().is_none_or(|k| &j.dedup_key == k))
+        .take(q.limit)
+        .collect()
+}
+
+/// Every combination of the filters a test funnel can match (and some it
+/// cannot), with cursors and time bounds, indexed vs. naive.
+fn check_history_matches_scan(f: &Funnel, names: &[&str], keys: &[&str], max_time: Millis) {
+    let ids: Vec<JobId> = f.jobs.keys().copied().collect();
+    let mut cursors = vec![None];
+    cursors.extend(ids.iter().step_by(3).map(|&id| Some(id)));
+    let times = [None, Some(0), Some(max_time / 3), Some(max_time / 2 + 1), Some(max_time + 1)];
+    let mut queries = Vec::new();
+    for name in names.iter().map(|n| Some(n.to_string())).chain([None]) {
+        for state in JobState::ALL.into_iter().map(Some).chain([None]) {
+            for node in [None, Some(1), Some(2), Some(9)] {
+                queries.push(HistoryQuery {
+                    name: name.clone(),
+                    state,
+                    node,
+                    limit: 4,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    for key in keys {
+        queries.push(HistoryQuery { dedup_key: Some(key.to_string()), limit: 2, ..Default::default() });
+    }
+    for since in times {
+        for until in times {
+            queries.push(HistoryQuery { since, until, limit: 3, ..Default::default() });
+            queries.push(HistoryQuery { since, until, node: Some(1), limit: 3, ..Default::default() });
+        }
+    }
+    for query in queries {
+        for &before in &cursors {
+            let q = HistoryQuery { before, ..query.clone() };
+            let got: Vec<JobId> = f.history(&q).iter().map(|j| j.id).collect();
+            let want: Vec<JobId> = naive_history(f, &q).iter().map(|j| j.id).collect();
+            assert_eq!(got, want, "{q:?}");
+        }
+    }
+    let mut by_state = BTreeMap::new();
+    for job in f.jobs.values() {
+        *by_state.entry(job.state.as_str().to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(f.stats().by_state, by_state, "counts from the state index");
+}
+
+#[test]
+fn indexed_history_equals_a_full_scan_through_runs_gc_and_rebuild() {
+    let mut f = Funnel::new();
+    let settings =
+        Settings { history_retention_ms: 50 * MINUTE, dedup_window_ms: MINUTE, ..Settings::default() };
+    f.apply(&Proposal { now: 0, commands: vec![Command::Configure(settings)] });
+    for node in [1, 2] {
+        let register = Command::RegisterNode { id: node, addr: format!("n{node}"), slots: 4, mem_mb: 1024 };
+        f.apply(&Proposal { now: 0, commands: vec![register] });
+    }
+    let names = ["a", "b", "c"];
+    let keys = ["k0", "k1", "k2", "k3"];
+    for i in 0..90u64 {
+        let now = i * MINUTE;
+        // Keys repeat once their job ended a window ago: several jobs per key.
+        let (id, duplicate) =
+            submitted(&submit(&mut f, now, spec(names[(i % 3) as usize], Some(keys[(i % 4) as usize]))));
+        if duplicate {
+            continue;
+        }
+        let node = 1 + i % 2;
+        f.apply(&Proposal { now, commands: vec![Command::Assign { placements: vec![(id, node)] }] });
+        if i % 5 == 0 {
+            continue; // stays assigned
+        }
+        let outcome = if i % 7 == 0 { AttemptOutcome::Failed } else { AttemptOutcome::Succeeded };
+        let end = AttemptEnd {
+            outcome,
+            exit_code: Some(0),
+            signal: None,
+            duration_ms: 1,
+            reason: String::new(),
+            log_tail: String::new(),
+        };
+        f.apply(&Proposal { now, commands: vec![Command::Finished { job: id, attempt: 1, node, end }] });
+    }
+    check_history_matches_scan(&f, &names, &keys, 90 * MINUTE);
+    // A lost node requeues its attempts: node index keeps the old attempt.
+    f.apply(&Proposal { now: 90 * MINUTE, commands: vec![Command::NodeLost { node: 1 }] });
+    check_history_matches_scan(&f, &names, &keys, 90 * MINUTE);
+    assert!(gc(&mut f, 110 * MINUTE) > 0, "retention removed old jobs");
+    check_history_matches_scan(&f, &names, &keys, 110 * MINUTE);
+    let rebuilt = Funnel::from_image(f.image());
+    check_history_matches_scan(&rebuilt, &names, &keys, 110 * MINUTE);
+}
+
 #[test]
 fn rebuilt_funnel_behaves_like_the_original() {
     let mut f = Funnel::new();
