@@ -8,6 +8,8 @@ if [ -z "${SGNODE_TEST_PYTHON:-}" ]; then
   SGNODE_TEST_PYTHON=$(scripts/python-env.sh)
   export SGNODE_TEST_PYTHON
 fi
+# --lib --tests: the binary has no unit tests; --all-targets would still
+# build and link an empty test harness for it.
 cargo test --locked --lib --tests
 # The demo on a private home and port range, stopped at the end.
 home=$(mktemp -d)
