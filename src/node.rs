@@ -409,7 +409,6 @@ impl Peer {
         let response = self
             .http
             .post(format!("{}/raft/write", self.config.url(&address)))
-            .bearer_auth(&self.config.token)
             .timeout(self.config.write_timeout)
             .body(body)
             .send()
@@ -541,7 +540,6 @@ impl Peer {
         let response = self
             .http
             .post(format!("{}/raft/heartbeat", self.config.url(&address)))
-            .bearer_auth(&self.config.token)
             .timeout(Duration::from_millis(self.config.raft.election_min_ms * 2))
             .body(body)
             .send()

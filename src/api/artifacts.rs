@@ -151,7 +151,6 @@ async fn replicate(peer: &Peer, hash: &str, dir: &std::path::Path) -> Result<Opt
         let response = peer
             .http
             .put(format!("{}/api/v1/artifacts/{hash}", peer.config.url(&address)))
-            .bearer_auth(&peer.config.token)
             .header(REPLICA_HEADER, "1")
             .header(reqwest::header::CONTENT_LENGTH, length)
             .timeout(peer.config.artifact_fetch_timeout)
