@@ -113,6 +113,14 @@ pub struct ClusterConfig {
     /// the worker. Relative paths are resolved like `data_dir`.
     #[serde(default)]
     pub shared_log_dir: Option<PathBuf>,
+    /// Most bytes one attempt's log keeps, MiB; output beyond is read and
+    /// discarded (the job goes on) after a marker line.
+    #[serde(default = "default_max_log_mb")]
+    pub max_log_mb: u64,
+    /// Longest line kept in a job's log, KiB; the rest of a longer line is
+    /// discarded and a marker says so.
+    #[serde(default = "default_max_log_line_kb")]
+    pub max_log_line_kb: u64,
     /// Raft timing; defaults are tuned for a loaded 2-core machine with fsyncs.
     #[serde(default)]
     pub raft: RaftTiming,
@@ -286,6 +294,12 @@ fn default_artifact_max_entries() -> u64 {
 }
 fn default_artifact_fetch_timeout() -> Duration {
     Duration::from_secs(600)
+}
+fn default_max_log_mb() -> u64 {
+    1024
+}
+fn default_max_log_line_kb() -> u64 {
+    64
 }
 fn default_hadoop_bin() -> String {
     "hadoop".to_string()
@@ -469,6 +483,9 @@ impl ClusterConfig {
                 "shared_log_dir must not be empty (leave it out to disable)".into(),
             ));
         }
+        if self.max_log_mb == 0 || self.max_log_line_kb == 0 {
+            return Err(ConfigError::Invalid("max_log_mb and max_log_line_kb must be at least 1".into()));
+        }
         if self.max_queued == 0 {
             return Err(ConfigError::Invalid("max_queued must be at least 1".into()));
         }
@@ -605,6 +622,8 @@ mod tests {
         assert!(ClusterConfig::parse(window).unwrap_err().to_string().contains("history_retention"));
         let addr = "[[peer]]\nid = 1\naddress = \"localhost\"\ndata_dir = \"a\"\n";
         assert!(ClusterConfig::parse(addr).unwrap_err().to_string().contains("address"));
+        let no_log = "max_log_line_kb = 0\n[[peer]]\nid = 1\naddress = \"127.0.0.1:1\"\ndata_dir = \"a\"\n";
+        assert!(ClusterConfig::parse(no_log).unwrap_err().to_string().contains("max_log_line_kb"));
     }
 
     const ONE_PEER: &str = "[[peer]]\nid = 1\naddress = \"127.0.0.1:1\"\ndata_dir = \"a\"\n";

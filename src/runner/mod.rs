@@ -16,6 +16,7 @@
 pub mod artifact;
 pub mod guard;
 pub mod hadoop;
+pub mod log_limit;
 pub mod luigi;
 pub mod process;
 pub mod shared_log;
@@ -88,6 +89,7 @@ impl<'a> Launch<'a> {
             log_path: self.log.to_path_buf(),
             timeout: self.job.spec.timeout_ms.map(Duration::from_millis),
             run_as: None,
+            log_limits: log_limit::LogLimits::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
+use super::log_limit;
 use crate::queue::LOG_TAIL_BYTES;
 
 /// How long a process group gets between SIGTERM and SIGKILL.
@@ -29,6 +30,8 @@ pub struct ProcessSpec {
     /// Run as this user instead of the peer's own (`run_as`); its
     /// `USER`/`LOGNAME`/`HOME` come before `env`.
     pub run_as: Option<super::user::RunAs>,
+    /// Caps on what the job may write to `log_path`.
+    pub log_limits: super::log_limit::LogLimits,
 }
 
 /// Why the worker stops an attempt from outside.
@@ -86,7 +89,7 @@ pub async fn run(
         duration: started.elapsed(),
         log_tail,
     };
-    let log = match std::fs::OpenOptions::new().create(true).append(true).open(&spec.log_path) {
+    let log = match tokio::fs::OpenOptions::new().create(true).append(true).open(&spec.log_path).await {
         Ok(f) => f,
         Err(e) => {
             return finish(
@@ -95,9 +98,21 @@ pub async fn run(
             )
         }
     };
-    let log_err = match log.try_clone() {
-        Ok(f) => f,
-        Err(e) => return finish(Termination::SpawnFailed(format!("cannot open log: {e}")), String::new()),
+    // stdout and stderr share one pipe, so their lines interleave in the
+    // order the job wrote them, as they did when both went to one file.
+    let pipe = tokio::net::unix::pipe::pipe().and_then(|(tx, rx)| {
+        let out = tx.into_blocking_fd()?;
+        let err = out.try_clone()?;
+        Ok((rx, out, err))
+    });
+    let (pipe_rx, log_out, log_err) = match pipe {
+        Ok(p) => p,
+        Err(e) => {
+            return finish(
+                Termination::SpawnFailed(format!("cannot create the output pipe: {e}")),
+                String::new(),
+            )
+        }
     };
     let mut command = tokio::process::Command::new(&spec.program);
     if let Some(user) = &spec.run_as {
@@ -108,7 +123,7 @@ pub async fn run(
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.cwd)
         .stdin(Stdio::null())
-        .stdout(log)
+        .stdout(log_out)
         .stderr(log_err)
         .process_group(0)
         .kill_on_drop(false);
@@ -119,13 +134,18 @@ pub async fn run(
     if let Some(user) = &spec.run_as {
         user.apply(&mut command);
     }
-    let mut child = match command.spawn() {
+    let spawned = command.spawn();
+    // The command holds our copies of the pipe's write end: only once they
+    // are closed does the copy see the end of the job's output.
+    drop(command);
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
             let message = format!("cannot start `{}`: {e}", spec.program);
             return finish(Termination::SpawnFailed(message), String::new());
         }
     };
+    let copy = tokio::spawn(log_limit::copy_output(pipe_rx, log, spec.log_limits));
     let pgid = child.id().map_or(0, |id| id as i32);
     on_spawn(pgid);
 
@@ -148,6 +168,7 @@ pub async fn run(
                 Ok(status) => exit_termination(status),
                 Err(e) => Termination::SpawnFailed(format!("cannot wait for the process: {e}")),
             };
+            log_limit::finish_copy(copy).await;
             return finish(termination, read_tail(&spec.log_path).await);
         }
         _ = sleep_until_deadline => Termination::TimedOut,
@@ -159,6 +180,7 @@ pub async fn run(
         let _ = child.wait().await;
     }
     killpg(pgid, libc::SIGKILL);
+    log_limit::finish_copy(copy).await;
     finish(stopped_by, read_tail(&spec.log_path).await)
 }
 
@@ -215,6 +237,7 @@ mod tests {
             log_path: dir.join("out.log"),
             timeout,
             run_as: None,
+            log_limits: super::super::log_limit::LogLimits::default(),
         }
     }
 
@@ -279,5 +302,47 @@ mod tests {
         let result = handle.await.unwrap();
         assert_eq!(result.termination, Termination::Killed(KillReason::Cancelled));
         assert!(result.duration < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_output_is_capped_and_long_lines_are_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_tx, rx) = watch::channel(None);
+        // One 300,000-byte line, then 600,000 bytes of short lines.
+        let script = "head -c 300000 /dev/zero | tr '\\0' x; echo; yes line | head -n 120000; echo done";
+        let mut s = spec(dir.path(), "sh", &["-c", script], None);
+        s.log_limits = super::super::log_limit::LogLimits { max_bytes: 200_000, max_line_bytes: 100_000 };
+        let result = run(&s, rx, |_| {}).await;
+        assert_eq!(result.termination, Termination::Exited(0), "the job itself is not stopped");
+        let log = std::fs::read_to_string(&s.log_path).unwrap();
+        assert!(log.len() < 200_200, "log holds {} bytes", log.len());
+        let first = log.lines().next().unwrap();
+        assert_eq!(first.bytes().take_while(|&b| b == b'x').count(), 100_000);
+        assert!(first.ends_with("[sgnode: line cut at max_log_line_kb = 97 KiB]"), "{}", &first[99_990..]);
+        assert!(log.ends_with("[sgnode: log reached max_log_mb = 0 MiB; further output discarded]\n"));
+        assert!(!log.contains("done"));
+        assert!(result.log_tail.ends_with("further output discarded]\n"));
+    }
+
+    #[tokio::test]
+    async fn a_descendant_holding_the_output_open_does_not_hold_the_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_tx, rx) = watch::channel(None);
+        // Leaves the process group (setsid), so the group kill misses it,
+        // and keeps stdout open for 30 s.
+        let pidfile = dir.path().join("escaped.pid");
+        let script = format!(
+            "setsid sh -c 'echo $$ > {0}.tmp; mv {0}.tmp {0}; exec sleep 30' & \
+             while [ ! -s {0} ]; do sleep 0.01; done; echo started",
+            pidfile.display()
+        );
+        let result = run(&spec(dir.path(), "sh", &["-c", &script], None), rx, |_| {}).await;
+        let pid: Option<i32> = std::fs::read_to_string(&pidfile).ok().and_then(|p| p.trim().parse().ok());
+        let pid = pid.expect("the escaped process wrote its pid");
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert_eq!(result.termination, Termination::Exited(0));
+        assert!(result.log_tail.contains("started"), "{:?}", result.log_tail);
+        assert!(result.duration < Duration::from_secs(20), "waited {:?} for the pipe", result.duration);
     }
 }

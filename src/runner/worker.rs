@@ -652,8 +652,9 @@ async fn run_attempt(
                 .await
             {
                 Err(termination) => not_started(termination),
-                Ok((kind, spec)) => {
+                Ok((kind, mut spec)) => {
                     runner = Some(kind);
+                    spec.log_limits = super::log_limit::LogLimits::from_config(&ctx.config);
                     let mut spawned_pgid = None;
                     let result = process::run(&spec, kill, |pgid| {
                         ctx.fence.register(pgid);
