@@ -11,14 +11,20 @@
 # N submissions with 10% duplicate keys from C clients; draining D queued
 # jobs with W workers (ZooKeeper: W kazoo workers; sgnode: 3 peers x 2 slots,
 # no-op jobs); submit-to-start latency at light load; the longest gap without
-# a successful submit when the leader is killed -9 under load.
+# a successful submit when the leader is killed -9 under load; and sgnode
+# alone under 10x overload (offered jobs/s = 10 x its measured drain rate,
+# for OVERLOAD seconds, max_queued = MAX_QUEUED): refusals, accepted jobs that
+# did not finish, read latency, leader changes, peak memory per peer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1
-if ((quick)); then N=2000 D=300 L=50 FAILOVER=8; else N=10000 D=1000 L=200 FAILOVER=12; fi
+if ((quick)); then N=2000 D=300 L=50 FAILOVER=8 OVERLOAD=10; else N=10000 D=1000 L=200 FAILOVER=12 OVERLOAD=20; fi
+# sgnode's queue bound for the run: room for the submit phases (2.5 N jobs
+# queued with placement paused) and small enough that the overload fills it.
+MAX_QUEUED=$((3 * N))
 C=16 W=6
 
 need_apt=()
@@ -51,7 +57,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-json() { "$py" -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+json() { "$py" -c "import json,sys; v=json.loads(sys.argv[1])[sys.argv[2]]; print(v if isinstance(v,(str,int,float)) else json.dumps(v))" "$1" "$2"; }
 
 echo "== disk: fdatasync rate in $work"
 fsync_rate=$("$py" - "$work" <<'EOF'
@@ -106,7 +112,7 @@ for _ in $(seq 1 120); do
 done
 
 echo "== sgnode: 3 peers on loopback"
-export SGNODE_HOME=$work/sg SGNODE_BASE_PORT=27300 SGNODE_PROFILE=release
+export SGNODE_HOME=$work/sg SGNODE_BASE_PORT=27300 SGNODE_PROFILE=release SGNODE_MAX_QUEUED=$MAX_QUEUED
 scripts/local-cluster.sh start 3 >/dev/null
 # shellcheck disable=SC1091
 source "$SGNODE_HOME/env"
@@ -133,6 +139,22 @@ zk_submit=$("$py" bench/zk_funnel.py submit --hosts "$zk_hosts" --jobs "$N" --cl
 sg_submit=$("$sg" bench submit --url "$sg_urls" --clients "$C" --jobs "$N" --dup-percent 10 \
   --latencies "$work/sg-latency.txt" --json)
 echo "zookeeper: $zk_submit"; echo "sgnode:    $sg_submit"
+
+echo "== sgnode: peak submit rate (64 clients), then p50/p99 at half of it (open loop)"
+sg_peak=$("$sg" bench submit --url "$sg_urls" --clients 64 --jobs "$N" --json)
+half=$("$py" -c "import sys; print(round(float(sys.argv[1]) / 2))" "$(json "$sg_peak" jobs_per_s)")
+sg_half=$("$sg" bench submit --url "$sg_urls" --clients 64 --jobs $((N / 2)) --rate "$half" --json)
+echo "peak: $sg_peak"; echo "half ($half/s): $sg_half"
+
+echo "== sgnode under 10x overload for ${OVERLOAD}s"
+"$sg" queue resume --url http://127.0.0.1:27301 >/dev/null
+for _ in $(seq 1 600); do # the submit phase's jobs run first (bounded: 5 min)
+  [[ "$(json "$(curl -s http://127.0.0.1:27301/api/v1/local)" queued)" == 0 ]] && break
+  sleep 0.5
+done
+offer=$("$py" -c "import sys; print(max(100, round(10 * float(sys.argv[1]))))" "$(json "$sg_drain" drained_per_s)")
+sg_over=$("$sg" bench overload --url "$sg_urls" --rate "$offer" --duration "${OVERLOAD}s" --json)
+echo "sgnode: $sg_over"
 
 echo "== failover: kill -9 the leader ${FAILOVER}s into continuous submits"
 zk_leader=""
@@ -185,6 +207,7 @@ ZooKeeper side: kazoo recipes as in the original design (dedup znode via \`creat
 | --- | --- | --- | --- |
 | submits/s ($N submits, 10% duplicate keys, $C clients) | $(f0 "$zk_rate") | $(f0 "$sg_rate") | $submit_ratio |
 | submit latency p50 / p99 (ms) | $(f1 "$(json "$zk_submit" p50_ms)") / $(f1 "$(json "$zk_submit" p99_ms)") | $(f1 "$(json "$sg_submit" p50_ms)") / $(f1 "$(json "$sg_submit" p99_ms)") | |
+| sgnode alone: peak submits/s with 64 clients; p50 / p99 (ms) at half that rate, open loop | | $(f0 "$(json "$sg_peak" jobs_per_s)"); $(f1 "$(json "$sg_half" p50_ms)") / $(f1 "$(json "$sg_half" p99_ms)") at $half/s | |
 | duplicates detected | $(json "$zk_submit" duplicates) | $(json "$sg_submit" duplicates) | |
 | drained jobs/s ($D queued, $W workers) | $(f0 "$zk_dr") | $(f0 "$sg_dr") | $drain_ratio |
 | submit-to-start p50 / p99 (ms), one job at a time | $(f1 "$(json "$zk_lat" start_p50_ms)") / $(f1 "$(json "$zk_lat" start_p99_ms)") | $(json "$sg_lat" start_p50_ms) / $(json "$sg_lat" start_p99_ms) | |
@@ -193,10 +216,31 @@ ZooKeeper side: kazoo recipes as in the original design (dedup znode via \`creat
 
 Latency CDFs: ![submit latency CDF](latency-cdf.png)
 
+## sgnode under 10x overload
+
+$(json "$sg_over" offered_per_s) jobs/s offered (10x the drain rate above) for $(f1 "$(json "$sg_over" offer_s)") s,
+open loop, half as backfill batches of 200 and half as single submits, spread over the 3 peers,
+at most 256 requests outstanding; \`max_queued = $MAX_QUEUED\`; 4 readers calling \`status\` and \`nodes\`
+throughout; every peer's term and leader polled every 100 ms.
+
+| figure | value |
+| --- | --- |
+| jobs sent / not sent (client at 256 requests outstanding) | $(json "$sg_over" sent) / $(json "$sg_over" not_sent) |
+| accepted (jobs/s) | $(json "$sg_over" accepted) ($(f0 "$(json "$sg_over" accepted_per_s)")/s) |
+| refused, by code | $(json "$sg_over" refused) $(json "$sg_over" refused_by_code) |
+| requests that failed without an answer (jobs) | $(json "$sg_over" unanswered) |
+| accepted jobs missing / not succeeded | $(json "$sg_over" accepted_missing) / $(json "$sg_over" accepted_not_succeeded) |
+| every accepted job finished, seconds after the offer started | $(f1 "$(json "$sg_over" all_finished_s)") |
+| submit latency p50 / p99 (ms) | $(f1 "$(json "$sg_over" submit_p50_ms)") / $(f1 "$(json "$sg_over" submit_p99_ms)") |
+| reads (\`status\`, \`nodes\`) during the overload: count, p50 / p99 / max (ms) | $(json "$sg_over" reads), $(f1 "$(json "$sg_over" read_p50_ms)") / $(f1 "$(json "$sg_over" read_p99_ms)") / $(f1 "$(json "$sg_over" read_max_ms)") |
+| read errors | $(json "$sg_over" read_errors) |
+| leader changes (terms seen) | $(json "$sg_over" leader_changes) ($(json "$sg_over" terms_seen)) |
+| peak RSS per peer (MiB) | $(json "$sg_over" peers) |
+
 ${BENCH_NOTE:+Conditions: $BENCH_NOTE
 }
 sgnode's drain figure counts running the job (a process spawned per job and its start and finish
 recorded through Raft); ZooKeeper's counts only taking an item off the queue.
 EOF
 cat bench/RESULTS.md
-echo "summary: submit_ratio=$submit_ratio drain_ratio=$drain_ratio sg_submit_p99_ms=$(f1 "$(json "$sg_submit" p99_ms)") sg_failover_s=$(f1 "$(json "$sg_fail" longest_gap_s)")"
+echo "summary: submit_ratio=$submit_ratio drain_ratio=$drain_ratio sg_submit_p99_ms=$(f1 "$(json "$sg_half" p99_ms)") sg_failover_s=$(f1 "$(json "$sg_fail" longest_gap_s)") overload_lost=$(( $(json "$sg_over" accepted_missing) + $(json "$sg_over" accepted_not_succeeded) )) overload_leader_changes=$(json "$sg_over" leader_changes) overload_read_p99_ms=$(f1 "$(json "$sg_over" read_p99_ms)")"

@@ -8,7 +8,11 @@
 # Environment: SGNODE_HOME (default .local-cluster), SGNODE_BASE_PORT (default
 # 7100; peer i listens on 127.0.0.1:BASE+i), SGNODE_PROFILE (debug|release,
 # default debug), SGNODE_TOKEN (default: random, kept in $SGNODE_HOME/env),
-# SGNODE_SLOTS (job slots per peer, default 2).
+# SGNODE_SLOTS (job slots per peer, default 2), SGNODE_MAX_QUEUED (queue
+# bound, default: cluster.toml's default), SGNODE_BIN (run this binary
+# instead of building one, e.g. an older build for a before/after figure),
+# SGNODE_VOTERS (how many of the first peers vote; default 3, or 5 from 5
+# peers on).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,10 +23,12 @@ base_port=${SGNODE_BASE_PORT:-7100}
 profile=${SGNODE_PROFILE:-debug}
 
 binary() {
+  if [ -n "${SGNODE_BIN:-}" ]; then echo "$SGNODE_BIN"; return; fi
   if [ "$profile" = release ]; then echo "$root/target/release/sgnode"; else echo "$root/target/debug/sgnode"; fi
 }
 
 build() {
+  if [ -n "${SGNODE_BIN:-}" ]; then return; fi
   local flags=()
   [ "$profile" = release ] && flags=(--release)
   (cd "$root" && cargo build --quiet "${flags[@]}" --bin sgnode)
@@ -36,6 +42,7 @@ write_config() {
     echo "# written by scripts/local-cluster.sh; see cluster.toml at the repo root for every field"
     echo "cluster_name = \"local\""
     echo "token = \"$token\""
+    if [ -n "${SGNODE_MAX_QUEUED:-}" ]; then echo "max_queued = $SGNODE_MAX_QUEUED"; fi
     for i in $(seq 1 "$n"); do
       echo ""
       echo "[[peer]]"
@@ -43,8 +50,10 @@ write_config() {
       echo "address = \"127.0.0.1:$((base_port + i))\""
       echo "data_dir = \"peer$i\""
       echo "slots = ${SGNODE_SLOTS:-2}"
-      # Three (or five) voters at most; the rest join as learners.
-      if [ "$i" -le 3 ] || { [ "$n" -ge 5 ] && [ "$i" -le 5 ]; }; then echo "voter = true"; else echo "voter = false"; fi
+      # Three (or five) voters at most unless SGNODE_VOTERS says; the rest
+      # join as learners.
+      local voters=${SGNODE_VOTERS:-$(if [ "$n" -ge 5 ]; then echo 5; else echo 3; fi)}
+      if [ "$i" -le "$voters" ]; then echo "voter = true"; else echo "voter = false"; fi
     done
   } > "$home/cluster.toml"
 }

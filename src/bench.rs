@@ -4,9 +4,12 @@
 //! given peers so followers' forwarding is part of what is measured.
 //!
 //! `sgnode bench run` times execution on a running cluster, and
-//! `sgnode bench history` ([`history`]) a large history in-process.
+//! `sgnode bench history` ([`history`]) a large history in-process, and
+//! `sgnode bench overload` ([`overload`]) a cluster offered far more than it
+//! can run.
 
 pub mod history;
+pub mod overload;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,6 +45,13 @@ pub struct SubmitBench {
     /// Stop after this long even if jobs remain (e.g. for a failover run).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+    /// Offer this many jobs per second (open loop) instead of sending as
+    /// fast as the clients can: request k is due at start + k x batch /
+    /// rate, and its latency counts from when it was due, so a stall is not
+    /// hidden by requests that were never sent. Needs enough --clients to
+    /// keep up.
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Write every request latency (ms, one per line) to this file.
     #[arg(long)]
     pub latencies: Option<std::path::PathBuf>,
@@ -92,6 +102,10 @@ impl SubmitBench {
             self.clients > 0 && self.jobs > 0 && self.batch > 0,
             "--clients, --jobs and --batch must be positive"
         );
+        anyhow::ensure!(
+            self.rate.is_none_or(|r| r.is_finite() && r > 0.0),
+            "--rate must be a positive number of jobs per second"
+        );
         let urls = if self.urls.is_empty() {
             crate::cli::cluster_urls(std::path::Path::new("cluster.toml"))?
         } else {
@@ -109,6 +123,7 @@ impl SubmitBench {
                 Client::with_timeout(&urls[c % urls.len()], self.token.clone(), Duration::from_secs(2));
             let next = next.clone();
             let (total, batch, dup_percent) = (self.jobs, self.batch, self.dup_percent.min(100));
+            let rate = self.rate;
             handles.push(tokio::spawn(async move {
                 let mut report = ClientReport::default();
                 loop {
@@ -127,7 +142,14 @@ impl SubmitBench {
                             }
                         })
                         .collect();
-                    let t = Instant::now();
+                    let t = match rate {
+                        Some(rate) => {
+                            let due = started + Duration::from_secs_f64(first as f64 / rate);
+                            tokio::time::sleep_until(due.into()).await;
+                            due
+                        }
+                        None => Instant::now(),
+                    };
                     let result = if jobs.len() == 1 {
                         client.submit(&jobs[0], rand::random()).await.map(|r| (1, u64::from(r.duplicate)))
                     } else {
@@ -297,31 +319,31 @@ impl RunBench {
         if self.drain {
             client.set_paused(false).await?;
         }
+        // Poll cheaply (index lookups for open jobs of this run), so the
+        // measuring does not load the peer it measures; fetch everything once.
         let deadline = Instant::now() + Duration::from_secs(600);
-        let finished: Vec<JobView> = loop {
-            let mut all = Vec::new();
-            let mut before: Option<String> = None;
-            loop {
-                let mut query = vec![("name", name.clone()), ("limit", "10000".to_string())];
-                if let Some(b) = &before {
-                    query.push(("before", b.clone()));
-                }
-                let page = client.history(&query).await?;
-                let done = page.len() < 10_000;
-                before = page.last().map(|j| j.id.clone());
-                all.extend(page);
-                if done {
-                    break;
-                }
+        loop {
+            let mut open = false;
+            for state in ["queued", "assigned", "running"] {
+                let query =
+                    [("name", name.clone()), ("state", state.to_string()), ("limit", "1".to_string())];
+                open |= !client.history(&query).await?.is_empty();
             }
-            if all.len() as u64 == self.jobs && all.iter().all(|j| j.state.is_terminal()) {
-                break all;
+            if !open {
+                break;
             }
             anyhow::ensure!(Instant::now() < deadline, "jobs did not finish within 10 minutes");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let elapsed = started.elapsed();
         let drained = resumed.elapsed();
+        let finished = jobs_named(&client, &name).await?;
+        anyhow::ensure!(
+            finished.len() as u64 == self.jobs,
+            "{} of {} jobs in the history",
+            finished.len(),
+            self.jobs
+        );
         let mut latencies = Vec::new();
         let (mut first_submit, mut last_start) = (u128::MAX, 0u128);
         for j in &finished {
@@ -375,4 +397,25 @@ impl RunBench {
         );
         Ok(())
     }
+}
+
+/// Every job with this name, newest first, from the history in pages of
+/// 10,000 (bounded: at most 10,000 pages).
+async fn jobs_named(client: &Client, name: &str) -> anyhow::Result<Vec<JobView>> {
+    let mut jobs = Vec::new();
+    let mut before: Option<String> = None;
+    for _ in 0..10_000 {
+        let mut query = vec![("name", name.to_string()), ("limit", "10000".to_string())];
+        if let Some(b) = &before {
+            query.push(("before", b.clone()));
+        }
+        let page = client.history(&query).await?;
+        let done = page.len() < 10_000;
+        before = page.last().map(|j| j.id.clone());
+        jobs.extend(page);
+        if done {
+            break;
+        }
+    }
+    Ok(jobs)
 }

@@ -352,6 +352,10 @@ pub enum BenchCommand {
     /// Build a large finished history in-process (real apply path, sled in a
     /// scratch dir) and time history pages, snapshots and retention Gc.
     History(crate::bench::history::HistoryBench),
+    /// Offer far more jobs than the cluster can run (backfill batches plus
+    /// single submits, open loop) and report refusals, lost jobs, read
+    /// latency, leader changes and peak memory.
+    Overload(crate::bench::overload::OverloadBench),
 }
 
 /// What a job asks of the cluster.
@@ -604,6 +608,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         CliCommand::Bench { which: BenchCommand::Submit(bench) } => bench.run().await,
         CliCommand::Bench { which: BenchCommand::Run(bench) } => bench.run().await,
         CliCommand::Bench { which: BenchCommand::History(bench) } => bench.run().await,
+        CliCommand::Bench { which: BenchCommand::Overload(bench) } => bench.run().await,
         CliCommand::Artifact { which } => artifact::run(which).await,
         CliCommand::Tls { which: TlsCommand::Gen { out, peers } } => {
             let made = crate::tls::generate(&out, &peers)?;

@@ -114,7 +114,11 @@ impl Observed {
                 (Command::Assign { .. }, Outcome::Assigned { accepted }) => {
                     self.assigned += u64::from(*accepted);
                 }
-                (Command::Started { job, attempt, .. }, Outcome::Reported { current: true }) => {
+                (Command::Started { job, attempt, .. }, Outcome::Reported { current: true, .. })
+                | (
+                    Command::Finished { job, attempt, .. },
+                    Outcome::Reported { current: true, started: true, .. },
+                ) => {
                     self.started += 1;
                     let job = funnel.job(*job);
                     let first = job.filter(|_| *attempt == 1).and_then(|j| {
@@ -125,14 +129,17 @@ impl Observed {
                         self.submit_to_start.observe(ms);
                     }
                 }
-                (Command::Finished { end, .. }, Outcome::Reported { current: true }) => {
-                    let name = serde_json::to_value(end.outcome)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_else(|| "unknown".into());
-                    *self.finished.entry(name).or_default() += 1;
-                }
                 _ => {}
+            }
+            if let (Command::Finished { end, .. }, Outcome::Reported { current: true, placed, .. }) =
+                (command, outcome)
+            {
+                self.assigned += u64::from(*placed);
+                let name = serde_json::to_value(end.outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| "unknown".into());
+                *self.finished.entry(name).or_default() += 1;
             }
         }
     }
@@ -211,6 +218,18 @@ impl TextWriter {
     pub fn finish(self) -> String {
         self.out
     }
+}
+
+/// This process's resident memory now and at its peak (`VmRSS`, `VmHWM`
+/// in `/proc/self/status`), bytes; `None` where procfs is missing.
+pub fn process_memory() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kib * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 #[cfg(test)]

@@ -36,6 +36,15 @@ pub fn render(peer: &Peer) -> String {
         let n = stats.by_state.get(state.as_str()).copied().unwrap_or(0);
         w.sample("sgnode_jobs", &[("state", state.as_str())], n as f64);
     }
+    if let Some((rss, peak)) = crate::metrics::process_memory() {
+        w.single("sgnode_resident_memory_bytes", Kind::Gauge, "This peer's resident memory.", rss as f64);
+        w.single(
+            "sgnode_peak_resident_memory_bytes",
+            Kind::Gauge,
+            "This peer's largest resident memory since it started (VmHWM).",
+            peak as f64,
+        );
+    }
     w.single("sgnode_queue_depth", Kind::Gauge, "Jobs waiting for placement.", stats.queued as f64);
     w.single(
         "sgnode_jobs_submitted_total",

@@ -423,6 +423,7 @@ pub fn local_view(peer: &Peer) -> LocalView {
         let applied = peer.state.read();
         (applied.funnel.stats(), *applied.funnel.settings(), applied.funnel.meta().paused)
     };
+    let memory = crate::metrics::process_memory();
     LocalView {
         id: peer.id,
         role: role(metrics.state).to_string(),
@@ -435,6 +436,8 @@ pub fn local_view(peer: &Peer) -> LocalView {
         queued: stats.queued,
         settings,
         paused,
+        rss_bytes: memory.map(|m| m.0),
+        peak_rss_bytes: memory.map(|m| m.1),
     }
 }
 

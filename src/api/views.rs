@@ -264,6 +264,11 @@ pub struct LocalView {
     pub settings: crate::queue::Settings,
     /// Placement paused (`sgnode queue pause`).
     pub paused: bool,
+    /// This peer's resident memory now and at its peak, bytes (Linux).
+    #[serde(default)]
+    pub rss_bytes: Option<u64>,
+    #[serde(default)]
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// A peer as `nodes` shows it.

@@ -209,6 +209,7 @@ impl HistoryBench {
                         duration_ms: 10,
                         reason: format!("exit code {}", i32::from(failed)),
                         log_tail: tail.clone(),
+                        runner: Some(crate::queue::RunnerKind::Shell),
                     };
                     Command::Finished { job: id, attempt: 1, node: node(i), end }
                 })

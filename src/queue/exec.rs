@@ -9,6 +9,9 @@
 
 use super::*;
 
+/// Most queued jobs one refill looks at (bounded work inside apply).
+const REFILL_SCAN: usize = 64;
+
 /// Cap on the backoff doubling (2^6 = 64x the base).
 const MAX_BACKOFF_DOUBLINGS: u32 = 6;
 
@@ -20,6 +23,7 @@ fn lost(reason: String) -> AttemptEnd {
         duration_ms: 0,
         reason,
         log_tail: String::new(),
+        runner: None,
     }
 }
 
@@ -188,7 +192,7 @@ impl Funnel {
                 }
             });
         }
-        Outcome::Reported { current }
+        Outcome::Reported { current, placed: 0, started: false }
     }
 
     pub(super) fn finished(
@@ -208,8 +212,11 @@ impl Funnel {
             end.log_tail.drain(..cut);
         }
         if self.is_current(job, attempt, node) {
+            let refill = end.outcome != AttemptOutcome::Lost;
+            let started = self.record_implied_start(now, job, &end);
             self.end_attempt(now, job, end);
-            return Outcome::Reported { current: true };
+            let placed = if refill { self.refill(now, node) } else { 0 };
+            return Outcome::Reported { current: true, placed, started };
         }
         if self.is_late_success(job, attempt, node, &end) {
             // The attempt was given up (worker frozen, cut off or restarted)
@@ -223,9 +230,67 @@ impl Funnel {
                 j.state = JobState::Succeeded;
                 j.finished_at = Some(now);
             });
-            return Outcome::Reported { current: true };
+            return Outcome::Reported { current: true, placed: 0, started: false };
         }
-        Outcome::Reported { current: false }
+        Outcome::Reported { current: false, placed: 0, started: false }
+    }
+
+    /// An end reported for an attempt whose `Started` has not been applied
+    /// (it is still on its way, and will be ignored as stale when it
+    /// lands): the end records the start, dated back by the run's duration
+    /// (never before the assignment). Returns whether it did.
+    fn record_implied_start(&mut self, now: Millis, job: JobId, end: &AttemptEnd) -> bool {
+        let Some(runner) = end.runner else { return false };
+        let unstarted = self.jobs.get(&job).and_then(|j| j.current()).is_some_and(|a| a.started_at.is_none());
+        if !unstarted {
+            return false;
+        }
+        self.update(job, |j| {
+            if let Some(a) = j.attempts.last_mut() {
+                a.started_at = Some(now.saturating_sub(end.duration_ms).max(a.assigned_at));
+                a.runner = Some(runner);
+            }
+        });
+        true
+    }
+
+    /// Gives the capacity an attempt just freed on `node` to the queued jobs
+    /// next in line that fit there, inside the same entry as the report.
+    ///
+    /// Without it every slot cycle costs two Raft round trips (the report,
+    /// then the leader's `Assign`); with it the worker learns its next job
+    /// from the very entry that recorded its last one. The node has just
+    /// shown it is alive and holds its lease (an attempt ended by a lost
+    /// lease reports `Lost`, which does not refill); a node that is lost,
+    /// removed or paused is never refilled. The leader's arbiter still
+    /// places everything else, and its `Assign` skips jobs refilled here.
+    fn refill(&mut self, now: Millis, node: NodeId) -> u32 {
+        if self.meta.paused || self.meta.removed_members.contains(&node) {
+            return 0;
+        }
+        if self.meta.nodes.get(&node).is_none_or(|n| n.lost) {
+            return 0;
+        }
+        let Some(mut spare) = self.spare(node) else { return 0 };
+        let mut placements = Vec::new();
+        for job in self.queue().take(REFILL_SCAN) {
+            if spare.0 == 0 {
+                break;
+            }
+            let need = (u64::from(job.spec.slots), job.spec.mem_mb);
+            if job.not_before > now || need.0 > spare.0 || need.1 > spare.1 {
+                continue;
+            }
+            spare = (spare.0 - need.0, spare.1 - need.1);
+            placements.push((job.id, node));
+        }
+        if placements.is_empty() {
+            return 0;
+        }
+        match self.assign(now, &placements) {
+            Outcome::Assigned { accepted } => accepted,
+            _ => 0,
+        }
     }
 
     /// A success reported for the job's latest attempt after the funnel had

@@ -233,6 +233,10 @@ pub struct AttemptEnd {
     pub reason: String,
     /// Last bytes of stdout+stderr, so logs survive the worker.
     pub log_tail: String,
+    /// The runner that ran it; `None` if it never started. Lets the report
+    /// of an end stand in for a `Started` report that has not landed yet
+    /// (they travel separately and may arrive in either order).
+    pub runner: Option<RunnerKind>,
 }
 
 /// One try at running a job on one node.
@@ -487,8 +491,13 @@ pub enum Outcome {
         accepted: u32,
     },
     /// A worker report; `current` is false when it was stale (ignored).
+    /// `placed`: queued jobs given the slots a finished attempt freed.
     Reported {
         current: bool,
+        placed: u32,
+        /// A `Finished` that also recorded the attempt's start (its
+        /// `Started` had not been applied).
+        started: bool,
     },
     Paused {
         paused: bool,

@@ -312,6 +312,7 @@ fn indexed_history_equals_a_full_scan_through_runs_gc_and_rebuild() {
             duration_ms: 1,
             reason: String::new(),
             log_tail: String::new(),
+            runner: None,
         };
         f.apply(&Proposal { now, commands: vec![Command::Finished { job: id, attempt: 1, node, end }] });
     }
@@ -433,6 +434,7 @@ fn ok_end(outcome: AttemptOutcome) -> AttemptEnd {
         duration_ms: 1,
         reason: String::new(),
         log_tail: "out".into(),
+        runner: None,
     }
 }
 
@@ -488,7 +490,13 @@ fn reports_move_the_job_and_stale_reports_are_ignored() {
             Command::Started { job: id, attempt: 2, node: 1, runner: RunnerKind::Shell },
         ],
     );
-    assert_eq!(out, vec![Outcome::Reported { current: false }, Outcome::Reported { current: false }]);
+    assert_eq!(
+        out,
+        vec![
+            Outcome::Reported { current: false, placed: 0, started: false },
+            Outcome::Reported { current: false, placed: 0, started: false }
+        ]
+    );
     run(&mut f, 2, vec![Command::Started { job: id, attempt: 1, node: 1, runner: RunnerKind::Shell }]);
     assert_eq!(f.job(id).map(|j| j.state), Some(JobState::Running));
     run(
@@ -506,7 +514,7 @@ fn reports_move_the_job_and_stale_reports_are_ignored() {
         10,
         vec![Command::Finished { job: id, attempt: 1, node: 1, end: ok_end(AttemptOutcome::Failed) }],
     );
-    assert_eq!(again, vec![Outcome::Reported { current: false }]);
+    assert_eq!(again, vec![Outcome::Reported { current: false, placed: 0, started: false }]);
     assert_eq!(f.job(id).map(|j| j.state), Some(JobState::Succeeded));
 }
 
@@ -566,7 +574,7 @@ fn lost_node_requeues_its_attempts_and_ignores_its_late_reports() {
             end: ok_end(AttemptOutcome::Succeeded),
         }],
     );
-    assert_eq!(late, vec![Outcome::Reported { current: false }]);
+    assert_eq!(late, vec![Outcome::Reported { current: false, placed: 0, started: false }]);
     assert_eq!(f.job(id).map(|j| j.state), Some(JobState::Assigned));
 }
 
@@ -681,7 +689,7 @@ fn a_success_reported_after_the_attempt_was_given_up_counts_if_nothing_reran_it(
         2,
         vec![Command::Finished { job: a, attempt: 1, node: 1, end: ok_end(AttemptOutcome::Succeeded) }],
     );
-    assert_eq!(out, vec![Outcome::Reported { current: true }]);
+    assert_eq!(out, vec![Outcome::Reported { current: true, placed: 0, started: false }]);
     let job = f.job(a).expect("a");
     assert_eq!((job.state, job.attempts.len()), (JobState::Succeeded, 1));
     assert_eq!(job.attempts[0].end.as_ref().map(|e| e.outcome), Some(AttemptOutcome::Succeeded));
@@ -693,7 +701,7 @@ fn a_success_reported_after_the_attempt_was_given_up_counts_if_nothing_reran_it(
         4,
         vec![Command::Finished { job: b, attempt: 1, node: 2, end: ok_end(AttemptOutcome::Succeeded) }],
     );
-    assert_eq!(out, vec![Outcome::Reported { current: false }]);
+    assert_eq!(out, vec![Outcome::Reported { current: false, placed: 0, started: false }]);
     assert_eq!(f.job(b).map(|j| j.state), Some(JobState::Assigned));
     // A late failure never resurrects anything.
     let (c, _) = submitted(&submit(&mut f, 5, spec("c", None)));
@@ -704,6 +712,109 @@ fn a_success_reported_after_the_attempt_was_given_up_counts_if_nothing_reran_it(
         7,
         vec![Command::Finished { job: c, attempt: 1, node: 1, end: ok_end(AttemptOutcome::Failed) }],
     );
-    assert_eq!(out, vec![Outcome::Reported { current: false }]);
+    assert_eq!(out, vec![Outcome::Reported { current: false, placed: 0, started: false }]);
     assert_eq!(f.job(c).map(|j| j.state), Some(JobState::Queued));
+}
+
+#[test]
+fn a_finished_attempt_hands_its_slot_to_the_next_queued_job_that_fits() {
+    let mut f = Funnel::new();
+    register(&mut f, 0, 1, 2);
+    let ids: Vec<JobId> =
+        (0..4).map(|i| submitted(&submit(&mut f, 0, spec(&format!("j{i}"), None))).0).collect();
+    let big = submitted(&submit(&mut f, 0, JobSpec { slots: 2, ..spec("big", None) })).0;
+    let small = submitted(&submit(&mut f, 0, spec("small", None))).0;
+    run(&mut f, 1, vec![Command::Assign { placements: vec![(ids[0], 1), (ids[1], 1)] }]);
+    let done = |job| Command::Finished { job, attempt: 1, node: 1, end: ok_end(AttemptOutcome::Succeeded) };
+    // One slot freed: the head of the queue gets it in the same entry.
+    assert_eq!(
+        run(&mut f, 2, vec![done(ids[0])]),
+        vec![Outcome::Reported { current: true, placed: 1, started: false }]
+    );
+    assert_eq!(f.job(ids[2]).map(|j| j.state), Some(JobState::Assigned));
+    assert_eq!(f.job(ids[2]).map(|j| j.attempts[0].assigned_at), Some(2));
+    // Two slots freed in one entry: FIFO order, and a job too big for the
+    // spare capacity at that moment is passed over, not waited for.
+    let out = run(&mut f, 3, vec![done(ids[1]), done(ids[2])]);
+    assert_eq!(
+        out,
+        vec![
+            Outcome::Reported { current: true, placed: 1, started: false },
+            Outcome::Reported { current: true, placed: 1, started: false }
+        ]
+    );
+    assert_eq!(f.job(ids[3]).map(|j| j.state), Some(JobState::Assigned));
+    assert_eq!(f.job(big).map(|j| j.state), Some(JobState::Queued), "needs 2 slots, only 1 free");
+    assert_eq!(f.job(small).map(|j| j.state), Some(JobState::Assigned));
+    assert_eq!(f.used(1), (2, 0));
+    // Whatever the refills, the node is never overcommitted.
+    assert!(f.spare(1).is_some_and(|s| s.0 == 0));
+}
+
+#[test]
+fn no_refill_when_paused_after_a_lost_attempt_or_for_jobs_backing_off() {
+    let mut f = Funnel::new();
+    register(&mut f, 0, 1, 1);
+    let a = submitted(&submit(&mut f, 0, spec("a", None))).0;
+    let b = submitted(&submit(&mut f, 0, spec("b", None))).0;
+    let finish = |job, outcome| Command::Finished { job, attempt: 1, node: 1, end: ok_end(outcome) };
+    // Paused: nothing is placed, refill included.
+    run(&mut f, 1, vec![Command::Assign { placements: vec![(a, 1)] }, Command::SetPaused { paused: true }]);
+    assert_eq!(
+        run(&mut f, 2, vec![finish(a, AttemptOutcome::Succeeded)])[0],
+        Outcome::Reported { current: true, placed: 0, started: false }
+    );
+    assert_eq!(f.job(b).map(|j| j.state), Some(JobState::Queued));
+    // A lost attempt (the worker lost its lease) does not earn the node a new job.
+    run(&mut f, 3, vec![Command::SetPaused { paused: false }, Command::Assign { placements: vec![(b, 1)] }]);
+    let c = submitted(&submit(&mut f, 3, spec("c", None))).0;
+    assert_eq!(
+        run(&mut f, 4, vec![finish(b, AttemptOutcome::Lost)])[0],
+        Outcome::Reported { current: true, placed: 0, started: false }
+    );
+    assert_eq!(f.job(c).map(|j| j.state), Some(JobState::Queued));
+    // A failed job waiting out its retry backoff is not refilled early.
+    let mut f = Funnel::new();
+    register(&mut f, 0, 1, 1);
+    let r = submitted(&submit(&mut f, 0, JobSpec { retries: 1, ..spec("r", None) })).0;
+    run(&mut f, 1, vec![Command::Assign { placements: vec![(r, 1)] }]);
+    let out = run(&mut f, 2, vec![finish(r, AttemptOutcome::Failed)]);
+    assert_eq!(out[0], Outcome::Reported { current: true, placed: 0, started: false });
+    assert_eq!(f.job(r).map(|j| (j.state, j.attempts.len())), Some((JobState::Queued, 1)));
+}
+
+#[test]
+fn an_end_that_overtakes_its_start_records_the_start_and_the_late_start_is_stale() {
+    let mut f = Funnel::new();
+    register(&mut f, 0, 1, 1);
+    let a = submitted(&submit(&mut f, 0, spec("a", None))).0;
+    run(&mut f, 100, vec![Command::Assign { placements: vec![(a, 1)] }]);
+    let end =
+        AttemptEnd { duration_ms: 30, runner: Some(RunnerKind::Shell), ..ok_end(AttemptOutcome::Succeeded) };
+    let out = run(&mut f, 150, vec![Command::Finished { job: a, attempt: 1, node: 1, end }]);
+    assert_eq!(out, vec![Outcome::Reported { current: true, placed: 0, started: true }]);
+    let attempt = &f.job(a).expect("a").attempts[0];
+    assert_eq!(
+        (attempt.started_at, attempt.ended_at, attempt.runner),
+        (Some(120), Some(150), Some(RunnerKind::Shell))
+    );
+    let late =
+        run(&mut f, 160, vec![Command::Started { job: a, attempt: 1, node: 1, runner: RunnerKind::Shell }]);
+    assert_eq!(late, vec![Outcome::Reported { current: false, placed: 0, started: false }]);
+    assert_eq!(f.job(a).map(|j| (j.state, j.attempts[0].started_at)), Some((JobState::Succeeded, Some(120))));
+    // Dated back never before the assignment; a start already recorded stays.
+    let b = submitted(&submit(&mut f, 200, spec("b", None))).0;
+    run(&mut f, 200, vec![Command::Assign { placements: vec![(b, 1)] }]);
+    let end =
+        AttemptEnd { duration_ms: 5_000, runner: Some(RunnerKind::Shell), ..ok_end(AttemptOutcome::Failed) };
+    run(&mut f, 210, vec![Command::Finished { job: b, attempt: 1, node: 1, end }]);
+    assert_eq!(f.job(b).and_then(|j| j.attempts[0].started_at), Some(200));
+    let c = submitted(&submit(&mut f, 300, spec("c", None))).0;
+    run(&mut f, 300, vec![Command::Assign { placements: vec![(c, 1)] }]);
+    run(&mut f, 305, vec![Command::Started { job: c, attempt: 1, node: 1, runner: RunnerKind::Luigi }]);
+    let end =
+        AttemptEnd { duration_ms: 1, runner: Some(RunnerKind::Luigi), ..ok_end(AttemptOutcome::Succeeded) };
+    let out = run(&mut f, 400, vec![Command::Finished { job: c, attempt: 1, node: 1, end }]);
+    assert_eq!(out, vec![Outcome::Reported { current: true, placed: 0, started: false }]);
+    assert_eq!(f.job(c).and_then(|j| j.attempts[0].started_at), Some(305));
 }

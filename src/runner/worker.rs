@@ -444,42 +444,75 @@ async fn replay_pending_reports(peer: &Peer, dir: &std::path::Path, shutdown: &m
     }
 }
 
-/// Sends worker reports in batches; retries a batch until it lands.
+/// Most report batches on their way to the leader at once.
+const REPORTS_IN_FLIGHT: usize = 4;
+
+/// Sends worker reports in batches, several batches in flight, each retried
+/// until it lands.
+///
+/// With one batch at a time, a job's start and end waited for whatever the
+/// previous batch was waiting for — most of a slot cycle for short jobs.
+/// Batches in flight may land in any order (a follower forwards them over
+/// separate connections); the funnel allows for that: an end applied before
+/// its attempt's start records the start itself, and the late `Started` is
+/// ignored as stale.
 async fn run_reporter(
     peer: Arc<Peer>,
     mut rx: mpsc::UnboundedReceiver<Report>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut waiting: Vec<Report> = Vec::new();
+    let mut in_flight: JoinSet<bool> = JoinSet::new();
+    let mut open = true;
     loop {
-        let first = tokio::select! {
+        tokio::select! {
             _ = shutdown.changed() => return,
-            first = rx.recv() => match first { Some(c) => c, None => return },
-        };
-        let mut reports = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            reports.push(more);
-        }
-        let batch: Vec<Command> = reports.iter().map(|r| r.command.clone()).collect();
-        // Until it lands: a lost report would leave the attempt holding its
-        // slot forever (the funnel ignores it once stale, so retrying is safe).
-        let mut failures = 0u32;
-        loop {
-            match peer.write(batch.clone()).await {
-                Ok(_) => {
-                    for path in reports.iter().filter_map(|r| r.persisted.as_ref()) {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    break;
+            received = rx.recv(), if open => match received {
+                Some(report) => waiting.push(report),
+                None => open = false,
+            },
+            Some(landed) = in_flight.join_next(), if !in_flight.is_empty() => {
+                // Shut down mid-retry (or the task panicked): stop too.
+                if !landed.unwrap_or(false) {
+                    return;
                 }
-                Err(e) => {
-                    failures += 1;
-                    if failures % 50 == 1 {
-                        tracing::warn!("{} report(s) not delivered yet ({failures} tries): {e}", batch.len());
-                    }
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    }
+            }
+        }
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        if !open && waiting.is_empty() && in_flight.is_empty() {
+            return;
+        }
+        if in_flight.len() < REPORTS_IN_FLIGHT && !waiting.is_empty() {
+            in_flight.spawn(deliver(peer.clone(), std::mem::take(&mut waiting), shutdown.clone()));
+        }
+    }
+}
+
+/// Writes one batch of reports until it lands, then drops their files.
+/// Returns false when shut down first.
+async fn deliver(peer: Arc<Peer>, reports: Vec<Report>, mut shutdown: watch::Receiver<bool>) -> bool {
+    let batch: Vec<Command> = reports.iter().map(|r| r.command.clone()).collect();
+    // Until it lands: a lost report would leave the attempt holding its
+    // slot forever (the funnel ignores it once stale, so retrying is safe).
+    let mut failures = 0u32;
+    loop {
+        match peer.write(batch.clone()).await {
+            Ok(_) => {
+                for path in reports.iter().filter_map(|r| r.persisted.as_ref()) {
+                    let _ = std::fs::remove_file(path);
+                }
+                return true;
+            }
+            Err(e) => {
+                failures += 1;
+                if failures % 50 == 1 {
+                    tracing::warn!("{} report(s) not delivered yet ({failures} tries): {e}", batch.len());
+                }
+                tokio::select! {
+                    _ = shutdown.changed() => return false,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
             }
         }
@@ -494,7 +527,7 @@ fn attempt_end(
     reason: String,
     log_tail: String,
 ) -> AttemptEnd {
-    AttemptEnd { outcome, exit_code, signal, duration_ms, reason, log_tail }
+    AttemptEnd { outcome, exit_code, signal, duration_ms, reason, log_tail, runner: None }
 }
 
 /// Peers that hold a store artifact, as (id, `host:port`), for fetching.
@@ -745,6 +778,7 @@ async fn run_attempt(
             attempt_end(AttemptOutcome::Failed, None, None, duration_ms, reason, tail)
         }
     };
+    end.runner = runner;
     // Luigi can exit 0 with failed tasks: its own summary has a say too.
     if let (Some(RunnerKind::Luigi), Some(code)) = (runner, end.exit_code) {
         if let Some(reason) = luigi::failure(code, &end.log_tail) {
