@@ -172,6 +172,12 @@ pub struct ClientToken {
 }
 
 /// Raft timing knobs.
+///
+/// A follower that stops hearing from its leader starts an election after
+/// `election_max_ms` (openraft's leader lease, during which it also refuses
+/// to vote for anyone else) plus a random timeout in
+/// [`election_min_ms`, `election_max_ms`): 0.8-1.0 s with the defaults,
+/// which is most of the write gap after a leader dies.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RaftTiming {
@@ -314,13 +320,13 @@ pub fn default_mem_mb() -> u64 {
     4096
 }
 fn default_heartbeat_ms() -> u64 {
-    100
+    50
 }
 fn default_election_min_ms() -> u64 {
-    600
+    300
 }
 fn default_election_max_ms() -> u64 {
-    1000
+    500
 }
 fn default_snapshot_every() -> u64 {
     20_000

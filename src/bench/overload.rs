@@ -64,6 +64,8 @@ struct Offered {
     sent: u64,
     not_sent: u64,
     accepted: BTreeSet<String>,
+    /// Recently accepted ids with when, for readers (bounded).
+    recent: std::collections::VecDeque<(Instant, String)>,
     /// Refused jobs by error code (`queue_full`, `no_quorum`, ...).
     refused: BTreeMap<String, u64>,
     /// Jobs in requests that failed without an answer (timeouts, resets):
@@ -317,6 +319,10 @@ impl OverloadBench {
                             for item in items {
                                 match item {
                                     Ok(id) => {
+                                        if o.recent.len() >= 1024 {
+                                            o.recent.pop_front();
+                                        }
+                                        o.recent.push_back((Instant::now(), id.clone()));
                                         o.accepted.insert(id);
                                     }
                                     Err(code) => *o.refused.entry(code).or_default() += 1,
@@ -368,16 +374,28 @@ async fn read_loop(
     let mut turn = 0u64;
     while !*stop.borrow() {
         turn += 1;
+        // A job accepted at least a second ago: a peer other than the one
+        // that acknowledged it may not have applied it sooner.
         let id = if turn.is_multiple_of(2) {
-            offered.lock().ok().and_then(|o| o.accepted.iter().next_back().cloned())
+            offered.lock().ok().and_then(|o| {
+                o.recent
+                    .iter()
+                    .rev()
+                    .find(|(at, _)| at.elapsed() >= Duration::from_secs(1))
+                    .map(|(_, id)| id.clone())
+            })
         } else {
             None
         };
         let t = Instant::now();
-        let ok = match &id {
-            Some(id) => client.status(id).await.is_ok(),
-            None => client.nodes().await.is_ok(),
+        let result = match &id {
+            Some(id) => client.status(id).await.map(drop),
+            None => client.nodes().await.map(drop),
         };
+        if let Err(e) = &result {
+            tracing::warn!("read during the overload failed: {e}");
+        }
+        let ok = result.is_ok();
         let elapsed = t.elapsed();
         if !record_read(&reads, ok, id.is_some(), elapsed) {
             return;
