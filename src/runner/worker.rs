@@ -446,6 +446,9 @@ async fn replay_pending_reports(peer: &Peer, dir: &std::path::Path, shutdown: &m
 
 /// Most report batches on their way to the leader at once.
 const REPORTS_IN_FLIGHT: usize = 4;
+/// A batch is sent alongside others only while fewer reports than this are
+/// on their way.
+const PIPELINE_BELOW_REPORTS: usize = 8;
 
 /// Sends worker reports in batches, several batches in flight, each retried
 /// until it lands.
@@ -462,7 +465,8 @@ async fn run_reporter(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut waiting: Vec<Report> = Vec::new();
-    let mut in_flight: JoinSet<bool> = JoinSet::new();
+    let mut in_flight: JoinSet<Option<usize>> = JoinSet::new();
+    let mut reports_in_flight = 0usize;
     let mut open = true;
     loop {
         tokio::select! {
@@ -471,12 +475,11 @@ async fn run_reporter(
                 Some(report) => waiting.push(report),
                 None => open = false,
             },
-            Some(landed) = in_flight.join_next(), if !in_flight.is_empty() => {
+            Some(landed) = in_flight.join_next(), if !in_flight.is_empty() => match landed {
+                Ok(Some(count)) => reports_in_flight -= count,
                 // Shut down mid-retry (or the task panicked): stop too.
-                if !landed.unwrap_or(false) {
-                    return;
-                }
-            }
+                _ => return,
+            },
         }
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
@@ -484,15 +487,25 @@ async fn run_reporter(
         if !open && waiting.is_empty() && in_flight.is_empty() {
             return;
         }
-        if in_flight.len() < REPORTS_IN_FLIGHT && !waiting.is_empty() {
+        // Another batch alongside those in flight only while few reports
+        // are on their way: under load one batch at a time makes the next
+        // one big (fewer, larger Raft entries), which matters more then.
+        let room = in_flight.is_empty()
+            || (in_flight.len() < REPORTS_IN_FLIGHT && reports_in_flight < PIPELINE_BELOW_REPORTS);
+        if room && !waiting.is_empty() {
+            reports_in_flight += waiting.len();
             in_flight.spawn(deliver(peer.clone(), std::mem::take(&mut waiting), shutdown.clone()));
         }
     }
 }
 
 /// Writes one batch of reports until it lands, then drops their files.
-/// Returns false when shut down first.
-async fn deliver(peer: Arc<Peer>, reports: Vec<Report>, mut shutdown: watch::Receiver<bool>) -> bool {
+/// Returns how many reports landed, or `None` when shut down first.
+async fn deliver(
+    peer: Arc<Peer>,
+    reports: Vec<Report>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<usize> {
     let batch: Vec<Command> = reports.iter().map(|r| r.command.clone()).collect();
     // Until it lands: a lost report would leave the attempt holding its
     // slot forever (the funnel ignores it once stale, so retrying is safe).
@@ -503,7 +516,7 @@ async fn deliver(peer: Arc<Peer>, reports: Vec<Report>, mut shutdown: watch::Rec
                 for path in reports.iter().filter_map(|r| r.persisted.as_ref()) {
                     let _ = std::fs::remove_file(path);
                 }
-                return true;
+                return Some(reports.len());
             }
             Err(e) => {
                 failures += 1;
@@ -511,7 +524,7 @@ async fn deliver(peer: Arc<Peer>, reports: Vec<Report>, mut shutdown: watch::Rec
                     tracing::warn!("{} report(s) not delivered yet ({failures} tries): {e}", batch.len());
                 }
                 tokio::select! {
-                    _ = shutdown.changed() => return false,
+                    _ = shutdown.changed() => return None,
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
             }
