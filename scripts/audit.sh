@@ -26,7 +26,11 @@ if timeout "${AUDIT_FETCH_TIMEOUT:-120}" cargo deny fetch db; then
 else
   echo "audit: advisory database unreachable, advisories not checked"
 fi
+# cargo-deny reads the metadata of every crate in Cargo.lock, those of other
+# platforms too (windows-sys, ...), which a Linux build never downloads:
+# fetch them all from the registry first.
+cargo fetch --locked --quiet
 # --offline: the database was fetched just above (or is not wanted), and
-# the crate sources are already there from the build.
+# every crate source is there now.
 cargo deny --locked --offline check "${checks[@]}"
 echo "audit: ok (${checks[*]})"
