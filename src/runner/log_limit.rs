@@ -162,7 +162,8 @@ pub async fn copy_output(
 }
 
 /// Waits for a copy started with [`copy_output`] once the job has ended,
-/// giving up after [`DRAIN_AFTER_EXIT`] (the task is aborted then).
+/// giving up 2 s after (the task is aborted then): a descendant that left
+/// the job's process group may hold the pipe open.
 pub async fn finish_copy(mut copy: tokio::task::JoinHandle<std::io::Result<LogStats>>) -> Option<LogStats> {
     match tokio::time::timeout(DRAIN_AFTER_EXIT, &mut copy).await {
         Ok(Ok(Ok(stats))) => Some(stats),
