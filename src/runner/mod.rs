@@ -10,6 +10,8 @@
 //!   that turns a job into a [`process::ProcessSpec`].
 //! - [`worker`]: the per-peer loop, lease and heartbeats, reports.
 //! - [`shared_log`]: copies of finished attempts' logs in `shared_log_dir`.
+//! - [`log_limit`]: the pipe from a job to its log, with size and line caps.
+//! - [`log_sweep`]: where local logs live, and their removal with their jobs.
 //! - [`guard`]: the fencing process that kills jobs whose lease expired.
 //! - [`user`]: `run_as`, jobs as an unprivileged user.
 
@@ -17,6 +19,7 @@ pub mod artifact;
 pub mod guard;
 pub mod hadoop;
 pub mod log_limit;
+pub mod log_sweep;
 pub mod luigi;
 pub mod process;
 pub mod shared_log;

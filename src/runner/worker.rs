@@ -63,9 +63,38 @@ struct Dirs {
     fence: FenceDir,
 }
 
-/// Where the log of `job`'s attempt `attempt` lives on the peer that ran it.
-pub fn log_path(data_dir: &std::path::Path, job: JobId, attempt: u32) -> PathBuf {
-    data_dir.join("logs").join(job.to_string()).join(format!("{attempt}.log"))
+pub use super::log_sweep::log_path;
+
+/// How often a worker removes the local logs of jobs retention removed.
+const LOG_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Removes, every [`LOG_SWEEP_EVERY`], the logs under `logs_dir` of jobs
+/// this replica no longer has (ids below `next_id` that are absent: taken
+/// by retention; a job not created yet is never "gone").
+async fn run_log_sweeps(peer: Arc<Peer>, logs_dir: PathBuf, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(LOG_SWEEP_EVERY) => {}
+        }
+        let (peer, dir) = (peer.clone(), logs_dir.clone());
+        let swept = tokio::task::spawn_blocking(move || {
+            super::log_sweep::sweep(&dir, |job| {
+                let applied = peer.state.read();
+                job < applied.funnel.meta().next_id && applied.funnel.job(job).is_none()
+            })
+        })
+        .await;
+        if let Ok(swept) = swept {
+            if swept.files + swept.dirs > 0 {
+                tracing::info!(
+                    "removed logs of expired jobs: {} file(s), {} directory(ies)",
+                    swept.files,
+                    swept.dirs
+                );
+            }
+        }
+    }
 }
 
 /// Runs until `shutdown`.
@@ -128,6 +157,7 @@ pub async fn run_worker(peer: Arc<Peer>, mut shutdown: watch::Receiver<bool>) {
     let (incarnation_tx, incarnation_rx) = watch::channel(0u64);
     let mut tasks = JoinSet::new();
     tasks.spawn(run_reporter(peer.clone(), report_rx, shutdown.clone()));
+    tasks.spawn(run_log_sweeps(peer.clone(), me.data_dir.join("logs"), shutdown.clone()));
     tasks.spawn(run_heartbeats(
         peer.clone(),
         lease.clone(),
