@@ -205,6 +205,12 @@ pub enum CliCommand {
         /// arguments), after `--`.
         #[arg(last = true, required_unless_present = "artifact")]
         command: Vec<String>,
+        /// Keep retrying this long while the cluster has no leader (503) or
+        /// the peer cannot be reached, e.g. during a failover; the retries
+        /// carry the same request id, so the job is created at most once.
+        /// 0 gives up at the first failure.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        retry_for: std::time::Duration,
     },
     /// Manage cron schedules (and induced jobs) from a TOML file.
     Schedule {
@@ -499,6 +505,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command,
             at,
             tz,
+            retry_for,
         } => {
             let client = conn.client()?;
             // With an artifact, the words after `--` are the runner's arguments.
@@ -518,7 +525,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..SubmitRequest::new(&name, command)
             };
             let request = render_submit(request, at, &tz)?;
-            let response = client.submit(&request, rand::random()).await.map_err(Exit)?;
+            let request_id: u128 = rand::random();
+            let response = retrying(retry_for, || client.submit(&request, request_id)).await.map_err(Exit)?;
             if conn.json {
                 print_json(&response)
             } else if response.duplicate {
@@ -807,4 +815,30 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+/// Runs `call` until it succeeds, fails for good, or `retry_for` has passed:
+/// 503 (no leader with a quorum, or the peer shutting down) and an
+/// unreachable peer are retried with a backoff from 100 ms to 2 s.
+async fn retrying<T, F, Fut>(retry_for: std::time::Duration, mut call: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let deadline = std::time::Instant::now() + retry_for;
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match call().await {
+            Err(e) if transient(&e) && std::time::Instant::now() + pause < deadline => {
+                tracing::debug!("retrying in {pause:?}: {e}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn transient(error: &ClientError) -> bool {
+    matches!(error, ClientError::Unreachable { .. }) || error.status() == Some(503)
 }

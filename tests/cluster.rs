@@ -150,12 +150,45 @@ async fn minority_refuses_writes_with_503_instead_of_hanging() {
     assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
     // Reads still work on the survivor.
     cluster.client(survivor).history(&[]).await.expect("reads work without quorum");
-    // The CLI maps it to exit code 6.
+    // The CLI maps it to exit code 6 (when told not to wait).
+    let url = cluster.url(survivor);
     let (code, _, err) = cli(
-        &["submit", "--url", &cluster.url(survivor), "--token", TOKEN, "--name", "x", "--", "true"],
+        &["submit", "--url", &url, "--token", TOKEN, "--retry-for", "0", "--name", "x", "--", "true"],
         cluster.dir.path(),
     );
     assert_eq!(code, 6, "stderr: {err}");
+    // By default it keeps trying (same request id) and succeeds once a
+    // quorum is back: one job, not one per try.
+    let waiting = std::process::Command::new(env!("CARGO_BIN_EXE_sgnode"))
+        .args([
+            "submit",
+            "--url",
+            &url,
+            "--token",
+            TOKEN,
+            "--retry-for",
+            "60s",
+            "--name",
+            "patient",
+            "--",
+            "true",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the CLI");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.start_peer(leader);
+    let out =
+        tokio::task::spawn_blocking(move || waiting.wait_with_output()).await.expect("join").expect("CLI");
+    assert!(
+        out.status.success(),
+        "stdout: {} stderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs = cluster.client(survivor).history(&[("name", "patient".to_string())]).await.expect("history");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
