@@ -6,7 +6,8 @@
 //! directories go at once when their jobs are gone. A log goes once the
 //! funnel no longer has its job — `history_retention` removed it — so local
 //! logs live exactly as long as the history that points at them; without
-//! this sweep they were never deleted and would fill the disk in time.
+//! this sweep they were never deleted and would fill the disk in time. The
+//! leader sweeps `shared_log_dir` the same way (one peer is enough there).
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +58,20 @@ pub fn sweep(logs_dir: &Path, gone: impl Fn(JobId) -> bool) -> Swept {
     swept
 }
 
+/// Removes the per-job directories (`<dir>/<job id>/`) of `shared_log_dir`
+/// whose job is gone. Names that are not job ids are left alone.
+pub fn sweep_shared(dir: &Path, gone: impl Fn(JobId) -> bool) -> Swept {
+    let mut swept = Swept::default();
+    let Ok(entries) = std::fs::read_dir(dir) else { return swept };
+    for entry in entries.flatten() {
+        let job = entry.file_name().to_str().and_then(|n| n.parse::<JobId>().ok());
+        if job.is_some_and(&gone) && std::fs::remove_dir_all(entry.path()).is_ok() {
+            swept.dirs += 1;
+        }
+    }
+    swept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +99,17 @@ mod tests {
         assert!(data.join("logs/1/notes.txt").exists(), "unknown names are left alone");
         assert!(!paths[5].exists() && data.join("logs/2").exists());
         assert_eq!(sweep(&data.join("no-such-dir"), |_| true), Swept::default());
+    }
+
+    #[test]
+    fn shared_copies_of_gone_jobs_go() {
+        let dir = tempfile::tempdir().unwrap();
+        for job in ["7", "8", "tmp"] {
+            std::fs::create_dir_all(dir.path().join(job)).unwrap();
+            std::fs::write(dir.path().join(job).join("1.log"), "x").unwrap();
+        }
+        assert_eq!(sweep_shared(dir.path(), |job| job == 7), Swept { files: 0, dirs: 1 });
+        assert!(!dir.path().join("7").exists());
+        assert!(dir.path().join("8/1.log").exists() && dir.path().join("tmp").exists());
     }
 }

@@ -79,18 +79,26 @@ async fn run_log_sweeps(peer: Arc<Peer>, logs_dir: PathBuf, mut shutdown: watch:
         }
         let (peer, dir) = (peer.clone(), logs_dir.clone());
         let swept = tokio::task::spawn_blocking(move || {
-            super::log_sweep::sweep(&dir, |job| {
+            let gone = |job| {
                 let applied = peer.state.read();
                 job < applied.funnel.meta().next_id && applied.funnel.job(job).is_none()
-            })
+            };
+            let local = super::log_sweep::sweep(&dir, gone);
+            let leads = peer.metrics().state == openraft::ServerState::Leader;
+            let shared = match &peer.config.shared_log_dir {
+                Some(shared) if leads => super::log_sweep::sweep_shared(shared, gone),
+                _ => Default::default(),
+            };
+            (local, shared)
         })
         .await;
-        if let Ok(swept) = swept {
-            if swept.files + swept.dirs > 0 {
+        if let Ok((local, shared)) = swept {
+            if local.files + local.dirs + shared.dirs > 0 {
                 tracing::info!(
-                    "removed logs of expired jobs: {} file(s), {} directory(ies)",
-                    swept.files,
-                    swept.dirs
+                    "removed logs of expired jobs: {} file(s) and {} directory(ies) here, {} in shared_log_dir",
+                    local.files,
+                    local.dirs,
+                    shared.dirs
                 );
             }
         }
