@@ -284,7 +284,8 @@ pub enum CliCommand {
         /// Attempt number [default: the latest].
         #[arg(long)]
         attempt: Option<u32>,
-        /// Keep printing the output as the attempt writes it, until it ends.
+        /// Keep printing the output as the attempt writes it, until it ends;
+        /// a job still queued is waited for.
         #[arg(long, short)]
         follow: bool,
     },
@@ -566,8 +567,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         CliCommand::Logs { conn, id, attempt, follow } => {
-            let (source, mut response) =
-                conn.client()?.logs_stream(&id, attempt, follow).await.map_err(Exit)?;
+            let client = conn.client()?;
+            if follow && attempt.is_none() {
+                wait_until_placed(&client, &id).await?;
+            }
+            let (source, mut response) = client.logs_stream(&id, attempt, follow).await.map_err(Exit)?;
             if source == "tail" {
                 eprintln!("(the worker that ran it does not answer: showing the last 64 KiB kept in the job record)");
             }
@@ -815,6 +819,23 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+/// For `logs --follow` of a job still queued: waits (saying so once on
+/// stderr) until it has an attempt to follow, or ended without one.
+async fn wait_until_placed(client: &Client, id: &str) -> Result<(), Exit> {
+    let mut told = false;
+    loop {
+        let job = client.status(id).await?;
+        if !job.attempts.is_empty() || job.state.is_terminal() {
+            return Ok(());
+        }
+        if !told {
+            eprintln!("(job {id} is {}: waiting for it to start)", job.state);
+            told = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Runs `call` until it succeeds, fails for good, or `retry_for` has passed:

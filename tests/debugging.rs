@@ -471,3 +471,35 @@ async fn shared_log_dir_serves_the_full_log_after_its_worker_is_killed() {
         .collect();
     assert_eq!(names, vec!["1.log".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_of_a_queued_job_waits_for_it_to_start() {
+    let cluster = TestCluster::start(ClusterSpec::default());
+    cluster.wait_leader().await;
+    let client = cluster.client(1);
+    client.set_paused(true).await.expect("pause placement");
+    let id = client.submit(&shell("later", "echo started late"), 1).await.expect("submit").id;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sgnode"))
+        .args(["logs", &id, "--follow", "--url", &cluster.url(2)])
+        .env_remove("SGNODE_URL")
+        .env("SGNODE_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sgnode logs --follow");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let waiting = child.try_wait().expect("try_wait");
+    client.set_paused(false).await.expect("resume placement");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if child.try_wait().expect("wait").is_none() {
+        signal(child.id(), "KILL");
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(waiting.is_none(), "logs --follow gave up on a queued job: {waiting:?}");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "started late\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("waiting for it to start"));
+}
