@@ -177,6 +177,7 @@ async fn minority_refuses_writes_with_503_instead_of_hanging() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start the CLI");
+    // An outage of a couple of seconds for the CLI to sit through.
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.start_peer(leader);
     let out =

@@ -156,14 +156,7 @@ async fn logs_follow_streams_live_from_a_peer_that_does_not_run_the_job() {
     .await;
     let via = (1..=cluster.size()).find(|&p| p != worker).expect("another peer");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sgnode"))
-        .args(["logs", &id, "--follow", "--url", &cluster.url(via)])
-        .env_remove("SGNODE_URL")
-        .env("SGNODE_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sgnode logs --follow");
+    let mut child = spawn_follow(&id, &cluster.url(via));
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
@@ -479,14 +472,8 @@ async fn logs_follow_of_a_queued_job_waits_for_it_to_start() {
     let client = cluster.client(1);
     client.set_paused(true).await.expect("pause placement");
     let id = client.submit(&shell("later", "echo started late"), 1).await.expect("submit").id;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sgnode"))
-        .args(["logs", &id, "--follow", "--url", &cluster.url(2)])
-        .env_remove("SGNODE_URL")
-        .env("SGNODE_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sgnode logs --follow");
+    let mut child = spawn_follow(&id, &cluster.url(2));
+    // Observation window: a second in which the follow must not give up.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let waiting = child.try_wait().expect("try_wait");
     client.set_paused(false).await.expect("resume placement");
@@ -502,4 +489,16 @@ async fn logs_follow_of_a_queued_job_waits_for_it_to_start() {
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "started late\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("waiting for it to start"));
+}
+
+/// `sgnode logs ID --follow` through `url`, output piped.
+fn spawn_follow(id: &str, url: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_sgnode"))
+        .args(["logs", id, "--follow", "--url", url])
+        .env_remove("SGNODE_URL")
+        .env("SGNODE_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sgnode logs --follow")
 }
