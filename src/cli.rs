@@ -205,10 +205,11 @@ pub enum CliCommand {
         /// arguments), after `--`.
         #[arg(last = true, required_unless_present = "artifact")]
         command: Vec<String>,
-        /// Keep retrying this long while the cluster has no leader (503) or
-        /// the peer cannot be reached, e.g. during a failover; the retries
-        /// carry the same request id, so the job is created at most once.
-        /// 0 gives up at the first failure.
+        /// Keep retrying this long while the cluster has no leader with a
+        /// quorum (503), e.g. during a failover; the retries carry the same
+        /// request id, so the job is created at most once. 0 gives up at the
+        /// first failure. A peer that cannot be reached fails at once (a
+        /// wrong URL should not make you wait).
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         retry_for: std::time::Duration,
     },
@@ -839,8 +840,8 @@ async fn wait_until_placed(client: &Client, id: &str) -> Result<(), Exit> {
 }
 
 /// Runs `call` until it succeeds, fails for good, or `retry_for` has passed:
-/// 503 (no leader with a quorum, or the peer shutting down) and an
-/// unreachable peer are retried with a backoff from 100 ms to 2 s.
+/// 503 (no leader with a quorum, or the peer shutting down) is retried with
+/// a backoff from 100 ms to 2 s.
 async fn retrying<T, F, Fut>(retry_for: std::time::Duration, mut call: F) -> Result<T, ClientError>
 where
     F: FnMut() -> Fut,
@@ -850,7 +851,7 @@ where
     let mut pause = std::time::Duration::from_millis(100);
     loop {
         match call().await {
-            Err(e) if transient(&e) && std::time::Instant::now() + pause < deadline => {
+            Err(e) if e.status() == Some(503) && std::time::Instant::now() + pause < deadline => {
                 tracing::debug!("retrying in {pause:?}: {e}");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(std::time::Duration::from_secs(2));
@@ -858,8 +859,4 @@ where
             result => return result,
         }
     }
-}
-
-fn transient(error: &ClientError) -> bool {
-    matches!(error, ClientError::Unreachable { .. }) || error.status() == Some(503)
 }
