@@ -105,7 +105,7 @@ impl OverloadBench {
         let name = format!("overload-{:08x}", rand::random::<u32>());
         let (stop_tx, stop_rx) = watch::channel(false);
 
-        let terms = Arc::new(Mutex::new(BTreeMap::<u64, BTreeSet<u64>>::new()));
+        let terms = Arc::new(Mutex::new(BTreeSet::<u64>::new()));
         let watcher = tokio::spawn(watch_leaders(clients.clone(), terms.clone(), stop_rx.clone()));
         let offered = Arc::new(Mutex::new(Offered::default()));
         let reads = Arc::new(Mutex::new(Reads::default()));
@@ -157,8 +157,9 @@ impl OverloadBench {
             memory.push((local.id, local.rss_bytes, local.peak_rss_bytes, local.term, local.leader));
         }
         let terms = terms.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
-        let leaders: BTreeSet<u64> = terms.values().flatten().copied().collect();
-        let leader_changes = terms.len().saturating_sub(1) + leaders.len().saturating_sub(1);
+        // A term has at most one leader, so every further term seen with a
+        // leader is one election (even one that re-elected the same peer).
+        let leader_changes = terms.len().saturating_sub(1);
 
         let offered = offered.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         let mut reads = reads.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
@@ -193,7 +194,7 @@ impl OverloadBench {
             "read_max_ms": ms(all_reads.last().copied().unwrap_or_default()),
             "status_p99_ms": ms(percentile(&reads.status, 99.0)),
             "nodes_p99_ms": ms(percentile(&reads.nodes, 99.0)),
-            "terms_seen": terms.keys().collect::<Vec<_>>(),
+            "terms_seen": terms,
             "leader_changes": leader_changes,
             "peers": memory.iter().map(|(id, rss, peak, _, _)| serde_json::json!({
                 "id": id, "rss_mib": rss.map(|b| b / (1024 * 1024)), "peak_rss_mib": peak.map(|b| b / (1024 * 1024)),
@@ -236,10 +237,7 @@ impl OverloadBench {
                 ms(percentile(&all_reads, 99.0)),
                 ms(all_reads.last().copied().unwrap_or_default())
             );
-            println!(
-                "leader changes:    {leader_changes} (terms seen {:?})",
-                terms.keys().collect::<Vec<_>>()
-            );
+            println!("leader changes:    {leader_changes} (terms seen {:?})", terms);
             for (id, rss, peak, _, _) in &memory {
                 println!(
                     "peer {id}:            rss {} MiB, peak {} MiB",
@@ -342,17 +340,17 @@ impl OverloadBench {
     }
 }
 
-/// Polls every peer's term and leader until `stop`.
+/// Records, until `stop`, every term in which some peer saw a leader.
 async fn watch_leaders(
     clients: Vec<Client>,
-    terms: Arc<Mutex<BTreeMap<u64, BTreeSet<u64>>>>,
+    terms: Arc<Mutex<BTreeSet<u64>>>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         for client in &clients {
             if let Ok(local) = client.local().await {
-                if let (Some(leader), Ok(mut terms)) = (local.leader, terms.lock()) {
-                    terms.entry(local.term).or_default().insert(leader);
+                if let (Some(_), Ok(mut terms)) = (local.leader, terms.lock()) {
+                    terms.insert(local.term);
                 }
             }
         }
